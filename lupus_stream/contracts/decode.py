@@ -1,0 +1,158 @@
+"""Decoding of input messages: one record or a batch (JSON list) per message.
+
+The fast path decodes a whole message with one typed decoder. Only when that fails is
+the message split into its records (as their original bytes) so that each bad record
+gets its own error and the good ones in the same batch still go through.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import msgspec
+
+from lupus_stream.contracts.records import INPUT_TYPES, InputBase, InputRecord
+
+MAX_MESSAGE_BYTES = 1_048_576
+_AT_PATH = re.compile(r"^(?P<rule>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordError:
+    """Why one record (or the whole message, when `index` is None) was rejected."""
+
+    rule: str
+    index: int | None = None
+    field: str | None = None
+    raw: bytes = b""
+
+    def describe(self) -> str:
+        where = "message" if self.index is None else f"record {self.index}"
+        if self.field:
+            where += f", field {self.field}"
+        return f"{where}: {self.rule}"
+
+
+@dataclass(slots=True)
+class Decoded:
+    records: list[InputRecord] = field(default_factory=list)
+    errors: list[RecordError] = field(default_factory=list)
+
+
+@cache
+def _decoder(accept: tuple[str, ...]) -> msgspec.json.Decoder[Any]:
+    types = tuple(INPUT_TYPES[name] for name in accept)
+    one: Any = types[0] if len(types) == 1 else _union(types)
+    return msgspec.json.Decoder(one | list[one])
+
+
+def _union(types: tuple[type[InputBase], ...]) -> Any:
+    out: Any = types[0]
+    for t in types[1:]:
+        out = out | t
+    return out
+
+
+@cache
+def _single_decoder(accept: tuple[str, ...]) -> msgspec.json.Decoder[Any]:
+    types = tuple(INPUT_TYPES[name] for name in accept)
+    return msgspec.json.Decoder(types[0] if len(types) == 1 else _union(types))
+
+
+def _split(error: Exception, index: int | None) -> tuple[str, str | None]:
+    """Turn a msgspec error into (rule, field path without the record prefix)."""
+    text = str(error)
+    match = _AT_PATH.match(text)
+    if match is None:  # pragma: no cover - the pattern matches any text
+        return text, None
+    rule, path = match.group("rule"), match.group("path")
+    if path is None:
+        missing = re.search(r"missing required field `([^`]+)`", rule)
+        return rule, missing.group(1) if missing else None
+    path = re.sub(r"^\$(\[\d+\])?\.?", "", path) if index is not None else path.lstrip("$.")
+    missing = re.search(r"missing required field `([^`]+)`", rule)
+    if missing:
+        path = f"{path}.{missing.group(1)}" if path else missing.group(1)
+    return rule, path or None
+
+
+def decode_message(
+    data: bytes,
+    *,
+    accept: Iterable[str] = tuple(INPUT_TYPES),
+    known_products: Collection[str] | None = None,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+) -> Decoded:
+    """Decode one message; never raises on bad input, every problem becomes a RecordError."""
+    accept = tuple(accept)
+    if len(data) > max_bytes:
+        return Decoded(errors=[RecordError(f"message of {len(data)} bytes exceeds {max_bytes}")])
+    try:
+        value = _decoder(accept).decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError, ValueError):
+        return _decode_each(data, accept, known_products)
+    records = value if isinstance(value, list) else [value]
+    if known_products is None:
+        return Decoded(records=records)
+    out = Decoded()
+    for i, record in enumerate(records):
+        if record.product in known_products:
+            out.records.append(record)
+        else:
+            index = i if isinstance(value, list) else None
+            raw = msgspec.json.encode(record)
+            out.errors.append(_unknown_product(record.product, index, raw))
+    return out
+
+
+def _unknown_product(product: str, index: int | None, raw: bytes) -> RecordError:
+    return RecordError(f"unknown product {product!r}", index, "product", raw)
+
+
+def _decode_each(
+    data: bytes, accept: tuple[str, ...], known_products: Collection[str] | None
+) -> Decoded:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Decoded(errors=[RecordError(f"invalid UTF-8 at byte {exc.start}")])
+    stripped = text.lstrip()
+    if not stripped.startswith("["):
+        return _decode_one(data, None, accept, known_products)
+    try:
+        items = msgspec.json.decode(data, type=list[msgspec.Raw])
+    except (msgspec.DecodeError, ValueError) as exc:
+        return Decoded(errors=[RecordError(f"malformed JSON: {exc}")])
+    out = Decoded()
+    for i, item in enumerate(items):
+        one = _decode_one(bytes(item), i, accept, known_products)
+        out.records.extend(one.records)
+        out.errors.extend(one.errors)
+    return out
+
+
+def _decode_one(
+    raw: bytes, index: int | None, accept: tuple[str, ...], known_products: Collection[str] | None
+) -> Decoded:
+    try:
+        record = _single_decoder(accept).decode(raw)
+    except msgspec.ValidationError as exc:
+        rule, path = _split(exc, index)
+        return Decoded(errors=[RecordError(rule, index, path, raw)])
+    except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
+        return Decoded(errors=[RecordError(f"malformed JSON: {exc}", index, None, raw)])
+    if known_products is not None and record.product not in known_products:
+        return Decoded(errors=[_unknown_product(record.product, index, raw)])
+    return Decoded(records=[record])
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode_records(records: Iterable[msgspec.Struct]) -> bytes:
+    """Encode records as one batch message."""
+    return _encoder.encode(list(records))

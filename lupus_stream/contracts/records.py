@@ -1,0 +1,148 @@
+"""Record types. `topics/*.yaml` holds the same contracts as data; a test keeps them equal.
+
+Input records carry a `type` tag so that one stream (a JSONL file, stdin, an HTTP body)
+can mix them; on Kafka each input topic accepts exactly one type.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z_][\w.:-]*$")]
+Text = Annotated[str, msgspec.Meta(max_length=1024)]
+Labels = dict[Name, Text]
+FeatureValue = float | str | bool | None
+Prediction = float | str | bool | list[Text]
+
+
+class InputBase(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"):
+    """Common shape of the records producers publish."""
+
+    product: Name
+
+
+class MetricPoint(InputBase, tag="metric", kw_only=True):
+    """One observation of a scalar series; `value` null means the producer knows it is missing."""
+
+    name: Name
+    ts: Timestamp
+    value: float | None
+    labels: Labels = {}
+
+    @property
+    def event_time(self) -> datetime:
+        return self.ts
+
+
+class PredictionLog(InputBase, tag="prediction", kw_only=True):
+    """One served prediction with the features it was made from."""
+
+    model: Name
+    model_version: Text
+    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    ts: Timestamp
+    features: dict[Name, FeatureValue] = {}
+    prediction: Prediction
+    segment: Labels = {}
+
+    @property
+    def event_time(self) -> datetime:
+        return self.ts
+
+
+class Label(InputBase, tag="label", kw_only=True):
+    """Ground truth for an earlier prediction, joined to it by `request_id`."""
+
+    model: Name
+    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    ts: Timestamp
+    label: float | str | bool
+
+    @property
+    def event_time(self) -> datetime:
+        return self.ts
+
+
+class SourceLanded(InputBase, tag="source", kw_only=True):
+    """A partition of an upstream data source has landed."""
+
+    source: Name
+    partition: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    row_count: Annotated[int, msgspec.Meta(ge=0)]
+    landed_at: Timestamp
+
+    @property
+    def event_time(self) -> datetime:
+        return self.landed_at
+
+
+InputRecord = MetricPoint | PredictionLog | Label | SourceLanded
+INPUT_TYPES: dict[str, type[InputBase]] = {
+    "metric": MetricPoint,
+    "prediction": PredictionLog,
+    "label": Label,
+    "source": SourceLanded,
+}
+
+AnomalyState = Literal["anomalous", "recovered"]
+
+
+class Anomaly(msgspec.Struct, frozen=True, kw_only=True):
+    """A detector's verdict on one observation or window of one series.
+
+    `recovered` closes a run of anomalous verdicts for the series, so that the alert
+    stage can resolve without seeing every normal observation.
+    """
+
+    id: str
+    product: str
+    monitor: str
+    series: dict[str, str]
+    ts: Timestamp
+    state: AnomalyState
+    kind: str
+    detector: str
+    score: float
+    value: float | None = None
+    expected: float | None = None
+    lower: float | None = None
+    upper: float | None = None
+    changepoint_at: Timestamp | None = None
+    detail: str = ""
+
+
+AlertStatus = Literal["firing", "resolved"]
+
+
+class AlertEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A transition of one alert, identified by its fingerprint."""
+
+    fingerprint: str
+    status: AlertStatus
+    at: Timestamp
+    product: str
+    monitor: str
+    receiver: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: Timestamp
+    ends_at: Timestamp | None = None
+    anomaly_id: str = ""
+    value: float | None = None
+    score: float = 0.0
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """A message or record that could not be processed, kept with the reason."""
+
+    source: str
+    reason: str
+    received_at: Timestamp
+    raw: bytes
+    record_index: int | None = None
+    field: str | None = None
+    rule: str = ""

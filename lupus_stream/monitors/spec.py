@@ -1,0 +1,177 @@
+"""The monitor model: what a product file in `detectors/` may say.
+
+Every field has a default where one makes sense, so a monitor can be two lines long.
+Detector parameters are validated against the detector's own `Params` struct when the
+catalog is loaded (see `loader.py`), so a typo fails at start, not at the first record.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar, Literal
+
+import msgspec
+
+from lupus_stream.detection.registry import default_kind
+from lupus_stream.monitors.durations import parse_duration
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z_][\w.:-]*$")]
+Duration = Annotated[str, msgspec.Meta(max_length=32)]
+
+
+class _Signal(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="kind"):
+    input_kind: ClassVar[str] = "series"
+
+
+class MetricSignal(_Signal, tag="metric", kw_only=True):
+    """A scalar metric, with Prometheus-style label matchers; one series per label set."""
+
+    name: Name
+    labels: dict[str, str] = {}
+    absent_after: Duration | None = None
+
+    def __post_init__(self) -> None:
+        if self.absent_after is not None and parse_duration(self.absent_after) <= 0:
+            raise ValueError("absent_after must be positive")
+        for value in self.labels.values():
+            if value.startswith(("=~", "!~")):
+                re.compile(value[2:])
+
+
+class FeatureSignal(_Signal, tag="feature", kw_only=True):
+    """One input feature of a model's prediction log (its distribution, missing rate, type)."""
+
+    input_kind: ClassVar[str] = "distribution"
+
+    model: Name
+    feature: Name
+
+
+class PredictionSignal(_Signal, tag="prediction", kw_only=True):
+    """The output distribution of a model."""
+
+    input_kind: ClassVar[str] = "distribution"
+
+    model: Name
+
+
+class AccuracySignal(_Signal, tag="accuracy", kw_only=True):
+    """Accuracy of a model once labels arrive, joined to predictions by request id."""
+
+    input_kind: ClassVar[str] = "outcome"
+
+    model: Name
+    join_within: Duration = "7d"
+
+    def __post_init__(self) -> None:
+        parse_duration(self.join_within)
+
+
+class FairnessSignal(_Signal, tag="fairness", kw_only=True):
+    """Gap in accuracy between the groups of one segment attribute."""
+
+    input_kind: ClassVar[str] = "grouped_outcome"
+
+    model: Name
+    group: Name
+    join_within: Duration = "7d"
+
+    def __post_init__(self) -> None:
+        parse_duration(self.join_within)
+
+
+class SourceSignal(_Signal, tag="source", kw_only=True):
+    """A daily upstream table that must land by `expected_by` (HH:MM in `timezone`)."""
+
+    input_kind: ClassVar[str] = "freshness"
+
+    source: Name
+    expected_by: Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] = "06:00"
+    timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {self.timezone!r}") from exc
+
+
+Signal = MetricSignal | FeatureSignal | PredictionSignal | AccuracySignal | FairnessSignal | SourceSignal
+
+Severity = Literal["page", "ticket", "info"]
+
+
+class AlertPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """When an anomaly becomes an alert and when the alert ends (Prometheus semantics)."""
+
+    severity: Severity = "ticket"
+    for_: Duration = msgspec.field(default="0s", name="for")
+    keep_firing_for: Duration = "0s"
+    labels: dict[Name, str] = {}
+    annotations: dict[Name, str] = {}
+
+    def __post_init__(self) -> None:
+        parse_duration(self.for_)
+        parse_duration(self.keep_firing_for)
+
+    @property
+    def for_seconds(self) -> float:
+        return parse_duration(self.for_)
+
+    @property
+    def keep_firing_seconds(self) -> float:
+        return parse_duration(self.keep_firing_for)
+
+
+class Monitor(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One thing to watch: a signal, how to judge it, and how to alert on it."""
+
+    name: Name
+    signal: Signal
+    detector: dict[str, Any] = {}
+    alert: AlertPolicy = AlertPolicy()
+    description: str = ""
+    product: str = ""  # filled in from the enclosing product file
+
+    @property
+    def id(self) -> str:
+        return f"{self.product}/{self.name}"
+
+    @property
+    def detector_kind(self) -> str:
+        kind = self.detector.get("kind")
+        return kind if isinstance(kind, str) else default_kind(self.signal.input_kind)
+
+    @property
+    def detector_params(self) -> dict[str, Any]:
+        return {k: v for k, v in self.detector.items() if k != "kind"}
+
+
+class ProductSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A product file: who owns it, where its alerts go, and its monitors."""
+
+    product: Name
+    owner: str
+    receiver: str
+    monitors: list[Monitor]
+    description: str = ""
+
+
+class Catalog(msgspec.Struct, frozen=True, kw_only=True):
+    """All loaded products, with the file each came from."""
+
+    products: dict[str, ProductSpec]
+    files: dict[str, str] = {}
+
+    @property
+    def monitors(self) -> list[Monitor]:
+        return [m for p in self.products.values() for m in p.monitors]
+
+    def monitor(self, monitor_id: str) -> Monitor:
+        product, _, name = monitor_id.partition("/")
+        for m in self.products[product].monitors:
+            if m.name == name:
+                return m
+        raise KeyError(monitor_id)
