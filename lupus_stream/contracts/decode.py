@@ -18,7 +18,10 @@ import msgspec
 from lupus_stream.contracts.records import INPUT_TYPES, InputBase, InputRecord
 
 MAX_MESSAGE_BYTES = 1_048_576
-_AT_PATH = re.compile(r"^(?P<rule>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.S)
+_AT_PATH = re.compile(r"^(?P<rule>.*?)(?: - at (?P<key>`key` in )?`(?P<path>[^`]*)`)?$", re.S)
+# Errors about one named field of an object: the field is in the rule, not in the path.
+_NAMED_FIELD = re.compile(r"(?:missing required|contains unknown) field `([^`]+)`")
+_TOO_DEEP = "JSON nested too deeply"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +73,14 @@ def _split(error: Exception, index: int | None) -> tuple[str, str | None]:
     if match is None:  # pragma: no cover - the pattern matches any text
         return text, None
     rule, path = match.group("rule"), match.group("path")
+    named = _NAMED_FIELD.search(rule)
     if path is None:
-        missing = re.search(r"missing required field `([^`]+)`", rule)
-        return rule, missing.group(1) if missing else None
+        return rule, named.group(1) if named else None
     path = re.sub(r"^\$(\[\d+\])?\.?", "", path) if index is not None else path.lstrip("$.")
-    missing = re.search(r"missing required field `([^`]+)`", rule)
-    if missing:
-        path = f"{path}.{missing.group(1)}" if path else missing.group(1)
+    if match.group("key"):  # the key of a mapping, e.g. a label name, is invalid
+        path = f"{path}[key]"
+    if named:
+        path = f"{path}.{named.group(1)}" if path else named.group(1)
     return rule, path or None
 
 
@@ -93,7 +97,7 @@ def decode_message(
         return Decoded(errors=[RecordError(f"message of {len(data)} bytes exceeds {max_bytes}")])
     try:
         value = _decoder(accept).decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError, ValueError):
+    except (msgspec.DecodeError, UnicodeDecodeError, ValueError, RecursionError):
         return _decode_each(data, accept, known_products)
     records = value if isinstance(value, list) else [value]
     if known_products is None:
@@ -121,12 +125,16 @@ def _decode_each(
     except UnicodeDecodeError as exc:
         return Decoded(errors=[RecordError(f"invalid UTF-8 at byte {exc.start}")])
     stripped = text.lstrip()
+    if not stripped:
+        return Decoded(errors=[RecordError("empty message")])
     if not stripped.startswith("["):
         return _decode_one(data, None, accept, known_products)
     try:
         items = msgspec.json.decode(data, type=list[msgspec.Raw])
     except (msgspec.DecodeError, ValueError) as exc:
         return Decoded(errors=[RecordError(f"malformed JSON: {exc}")])
+    except RecursionError:
+        return Decoded(errors=[RecordError(_TOO_DEEP)])
     out = Decoded()
     for i, item in enumerate(items):
         one = _decode_one(bytes(item), i, accept, known_products)
@@ -145,6 +153,8 @@ def _decode_one(
         return Decoded(errors=[RecordError(rule, index, path, raw)])
     except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
         return Decoded(errors=[RecordError(f"malformed JSON: {exc}", index, None, raw)])
+    except RecursionError:
+        return Decoded(errors=[RecordError(_TOO_DEEP, index, None, raw)])
     if known_products is not None and record.product not in known_products:
         return Decoded(errors=[_unknown_product(record.product, index, raw)])
     return Decoded(records=[record])

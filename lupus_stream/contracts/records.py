@@ -19,13 +19,15 @@ FeatureValue = float | str | bool | None
 Prediction = float | str | bool | list[Text]
 
 
-class InputBase(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"):
+class InputBase(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"
+):
     """Common shape of the records producers publish."""
 
     product: Name
 
 
-class MetricPoint(InputBase, tag="metric", kw_only=True):
+class MetricPoint(InputBase, tag="metric", frozen=True, kw_only=True):
     """One observation of a scalar series; `value` null means the producer knows it is missing."""
 
     name: Name
@@ -38,7 +40,7 @@ class MetricPoint(InputBase, tag="metric", kw_only=True):
         return self.ts
 
 
-class PredictionLog(InputBase, tag="prediction", kw_only=True):
+class PredictionLog(InputBase, tag="prediction", frozen=True, kw_only=True):
     """One served prediction with the features it was made from."""
 
     model: Name
@@ -54,7 +56,7 @@ class PredictionLog(InputBase, tag="prediction", kw_only=True):
         return self.ts
 
 
-class Label(InputBase, tag="label", kw_only=True):
+class Label(InputBase, tag="label", frozen=True, kw_only=True):
     """Ground truth for an earlier prediction, joined to it by `request_id`."""
 
     model: Name
@@ -67,7 +69,7 @@ class Label(InputBase, tag="label", kw_only=True):
         return self.ts
 
 
-class SourceLanded(InputBase, tag="source", kw_only=True):
+class SourceLanded(InputBase, tag="source", frozen=True, kw_only=True):
     """A partition of an upstream data source has landed."""
 
     source: Name

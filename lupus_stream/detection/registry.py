@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import import_module
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 
@@ -26,6 +26,7 @@ InputKind = str
 _KINDS: dict[str, tuple[str, str, InputKind]] = {
     "threshold": ("lupus_stream.detection.threshold", "ThresholdDetector", "series"),
     "robust": ("lupus_stream.detection.robust", "RobustBaselineDetector", "series"),
+    "baseline": ("lupus_stream.detection.baseline", "SeasonalBaselineDetector", "series"),
     "drift": ("lupus_stream.detection.drift", "DriftDetector", "distribution"),
     "accuracy": ("lupus_stream.detection.accuracy", "AccuracyDetector", "outcome"),
     "fairness": ("lupus_stream.detection.fairness", "FairnessGapDetector", "grouped_outcome"),
@@ -62,7 +63,9 @@ def detector_class(kind: str) -> type[Detector[Any, Any]]:
     try:
         module, name, _ = _KINDS[kind]
     except KeyError:
-        raise DetectorConfigError(f"unknown detector kind {kind!r}; known: {kinds()}", "kind") from None
+        raise DetectorConfigError(
+            f"unknown detector kind {kind!r}; known: {kinds()}", "kind"
+        ) from None
     cls: type[Detector[Any, Any]] = getattr(import_module(module), name)
     return cls
 
@@ -86,7 +89,7 @@ def parse_params(kind: str, params: Mapping[str, Any]) -> msgspec.Struct:
         return _raise(rule, path or None)
 
 
-def _raise(rule: str, field: str | None) -> Any:
+def _raise(rule: str, field: str | None) -> NoReturn:
     raise DetectorConfigError(rule, field)
 
 

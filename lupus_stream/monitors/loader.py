@@ -15,7 +15,9 @@ from lupus_stream.monitors.spec import Catalog, Monitor, ProductSpec
 class MonitorError(ValueError):
     """A product file is invalid; the message says where and why."""
 
-    def __init__(self, file: str, message: str, monitor: str | None = None, field: str | None = None):
+    def __init__(
+        self, file: str, message: str, monitor: str | None = None, field: str | None = None
+    ):
         self.file, self.monitor, self.field = file, monitor, field
         where = file
         if monitor:
@@ -71,15 +73,15 @@ def load_product(path: Path | str) -> ProductSpec:
     try:
         spec = msgspec.convert(raw, type=ProductSpec)
     except msgspec.ValidationError as exc:
-        rule, monitor, field = _locate(raw, exc)
-        raise MonitorError(file, rule, monitor, field) from exc
+        rule, where, field = _locate(raw, exc)
+        raise MonitorError(file, rule, where, field) from exc
     monitors = []
     seen: set[str] = set()
-    for monitor in spec.monitors:
-        if monitor.name in seen:
-            raise MonitorError(file, "duplicate monitor name", monitor.name, "name")
-        seen.add(monitor.name)
-        monitor = msgspec.structs.replace(monitor, product=spec.product)
+    for parsed in spec.monitors:
+        if parsed.name in seen:
+            raise MonitorError(file, "duplicate monitor name", parsed.name, "name")
+        seen.add(parsed.name)
+        monitor = msgspec.structs.replace(parsed, product=spec.product)
         _check_detector(file, monitor)
         monitors.append(monitor)
     return msgspec.structs.replace(spec, monitors=monitors)

@@ -13,17 +13,19 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 
 from lupus_stream.detection.registry import default_kind
-from lupus_stream.monitors.durations import parse_duration
+from lupus_stream.durations import parse_duration
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z_][\w.:-]*$")]
 Duration = Annotated[str, msgspec.Meta(max_length=32)]
 
 
-class _Signal(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="kind"):
+class _Signal(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="kind"
+):
     input_kind: ClassVar[str] = "series"
 
 
-class MetricSignal(_Signal, tag="metric", kw_only=True):
+class MetricSignal(_Signal, tag="metric", frozen=True, kw_only=True):
     """A scalar metric, with Prometheus-style label matchers; one series per label set."""
 
     name: Name
@@ -38,7 +40,7 @@ class MetricSignal(_Signal, tag="metric", kw_only=True):
                 re.compile(value[2:])
 
 
-class FeatureSignal(_Signal, tag="feature", kw_only=True):
+class FeatureSignal(_Signal, tag="feature", frozen=True, kw_only=True):
     """One input feature of a model's prediction log (its distribution, missing rate, type)."""
 
     input_kind: ClassVar[str] = "distribution"
@@ -47,7 +49,7 @@ class FeatureSignal(_Signal, tag="feature", kw_only=True):
     feature: Name
 
 
-class PredictionSignal(_Signal, tag="prediction", kw_only=True):
+class PredictionSignal(_Signal, tag="prediction", frozen=True, kw_only=True):
     """The output distribution of a model."""
 
     input_kind: ClassVar[str] = "distribution"
@@ -55,7 +57,7 @@ class PredictionSignal(_Signal, tag="prediction", kw_only=True):
     model: Name
 
 
-class AccuracySignal(_Signal, tag="accuracy", kw_only=True):
+class AccuracySignal(_Signal, tag="accuracy", frozen=True, kw_only=True):
     """Accuracy of a model once labels arrive, joined to predictions by request id."""
 
     input_kind: ClassVar[str] = "outcome"
@@ -67,7 +69,7 @@ class AccuracySignal(_Signal, tag="accuracy", kw_only=True):
         parse_duration(self.join_within)
 
 
-class FairnessSignal(_Signal, tag="fairness", kw_only=True):
+class FairnessSignal(_Signal, tag="fairness", frozen=True, kw_only=True):
     """Gap in accuracy between the groups of one segment attribute."""
 
     input_kind: ClassVar[str] = "grouped_outcome"
@@ -80,7 +82,7 @@ class FairnessSignal(_Signal, tag="fairness", kw_only=True):
         parse_duration(self.join_within)
 
 
-class SourceSignal(_Signal, tag="source", kw_only=True):
+class SourceSignal(_Signal, tag="source", frozen=True, kw_only=True):
     """A daily upstream table that must land by `expected_by` (HH:MM in `timezone`)."""
 
     input_kind: ClassVar[str] = "freshness"
@@ -98,7 +100,9 @@ class SourceSignal(_Signal, tag="source", kw_only=True):
             raise ValueError(f"unknown timezone {self.timezone!r}") from exc
 
 
-Signal = MetricSignal | FeatureSignal | PredictionSignal | AccuracySignal | FairnessSignal | SourceSignal
+Signal = (
+    MetricSignal | FeatureSignal | PredictionSignal | AccuracySignal | FairnessSignal | SourceSignal
+)
 
 Severity = Literal["page", "ticket", "info"]
 

@@ -1,0 +1,59 @@
+"""Glue between the lifecycle and a store; the only side effects are store reads/writes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from lupus_stream.alerting.fingerprint import alert_labels, fingerprint
+from lupus_stream.alerting.lifecycle import on_anomaly, on_tick
+from lupus_stream.alerting.store import AlertStore
+from lupus_stream.contracts.records import AlertEvent, Anomaly
+from lupus_stream.monitors.spec import AlertPolicy, Catalog, Monitor
+
+MonitorLookup = Callable[[str], tuple[Monitor, str]]
+
+
+def catalog_lookup(catalog: Catalog) -> MonitorLookup:
+    """A `monitor_for` over a loaded catalog: monitor id -> (monitor, product receiver)."""
+
+    def monitor_for(monitor_id: str) -> tuple[Monitor, str]:
+        monitor = catalog.monitor(monitor_id)
+        return monitor, catalog.products[monitor.product].receiver
+
+    return monitor_for
+
+
+class AlertProcessor:
+    """Applies anomalies and ticks to stored alert states, writing back only changes."""
+
+    def __init__(self, monitor_for: MonitorLookup, store: AlertStore) -> None:
+        self.monitor_for = monitor_for
+        self.store = store
+
+    def process(self, anomaly: Anomaly) -> list[AlertEvent]:
+        """Events caused by one anomaly; raises KeyError for an unknown monitor id."""
+        monitor, receiver = self.monitor_for(anomaly.monitor)
+        old = self.store.get(fingerprint(alert_labels(anomaly, monitor)))
+        new, events = on_anomaly(old, anomaly, monitor, receiver)
+        if new != old:
+            self.store.put(new)
+        return events
+
+    def tick(self, now: float) -> list[AlertEvent]:
+        """Resolve firing alerts whose keep-firing period ended by `now` (epoch seconds).
+
+        An alert whose monitor left the catalog uses the default policy (no keep-firing).
+        """
+        events: list[AlertEvent] = []
+        for state in self.store.active():
+            if state.status != "firing" or state.recovered_at is None:
+                continue
+            try:
+                policy = self.monitor_for(state.monitor)[0].alert
+            except KeyError:
+                policy = AlertPolicy()
+            new, resolved = on_tick(state, now, policy)
+            if resolved:
+                self.store.put(new)
+                events.extend(resolved)
+        return events

@@ -1,0 +1,176 @@
+"""The `lupus-stream` command."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lupus_stream.cli.console import alert_line, console, deadletter_line, errors
+from lupus_stream.monitors import MonitorError, load_catalog
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Streaming monitor for machine-learning products.",
+)
+
+DetectorsOpt = Annotated[
+    Path,
+    typer.Option("--detectors", "-d", envvar="LUPUS_DETECTORS", help="Monitor definitions."),
+]
+
+
+@app.command()
+def run(
+    inputs: Annotated[list[Path] | None, typer.Argument(help="JSON-lines files to read.")] = None,
+    detectors: DetectorsOpt = Path("detectors"),
+    data_dir: Annotated[
+        Path, typer.Option(envvar="LUPUS_DATA_DIR", help="State and outputs.")
+    ] = Path("lupus-data"),
+    stdin: Annotated[bool, typer.Option("--stdin", help="Also read records from stdin.")] = False,
+    http_port: Annotated[
+        int | None, typer.Option(help="Serve POST /ingest on 127.0.0.1:PORT (0 = any port).")
+    ] = None,
+    wall_clock: Annotated[
+        bool | None,
+        typer.Option(
+            "--wall-clock/--event-time",
+            help="Drive absence checks by the wall clock (default when serving HTTP).",
+        ),
+    ] = None,
+) -> None:
+    """Run the monitor on the embedded runtime (no Kafka, no Redis)."""
+    from lupus_stream.runtimes.embedded import EmbeddedRuntime, Inputs
+    from lupus_stream.runtimes.pipeline import Pipeline
+
+    catalog = _catalog(detectors)
+    files = inputs or []
+    for path in files:
+        if not path.is_file():
+            errors.print(f"[red]error:[/] input file {path} does not exist")
+            raise typer.Exit(2)
+    if not files and not stdin and http_port is None:
+        errors.print("[red]error:[/] give input files, --stdin or --http-port")
+        raise typer.Exit(2)
+    pipeline = Pipeline(
+        catalog,
+        data_dir,
+        data_dir,
+        on_alert=lambda e: console.print(alert_line(e)),
+        on_deadletter=lambda d: errors.print(deadletter_line(d)),
+    )
+    for note in pipeline.restore_notes:
+        errors.print(f"[yellow]state:[/] {note}")
+    runtime = EmbeddedRuntime(
+        pipeline,
+        Inputs(files=files, stdin=stdin, http_port=http_port),
+        wall_clock=http_port is not None if wall_clock is None else wall_clock,
+        log=lambda m: errors.print(f"[dim]{m}[/]"),
+    )
+    asyncio.run(runtime.run())
+    c = pipeline.counts
+    errors.print(
+        f"processed {c.records:,} records: {c.anomalies:,} anomalous verdicts, "
+        f"{c.firing} alerts fired, {c.resolved} resolved, {c.deadlettered} dead-lettered; "
+        f"state in {data_dir}/"
+    )
+
+
+@app.command()
+def demo(
+    detectors: DetectorsOpt = Path("detectors"),
+    out: Annotated[
+        Path | None, typer.Option(help="Write anomalies.jsonl, alerts.jsonl here.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed of the generated traffic.")] = 7,
+) -> None:
+    """Replay eight weeks of generated traffic with injected incidents, showing alerts."""
+    from lupus_stream.cli.demo import run_demo
+
+    _catalog(detectors)
+    if not run_demo(detectors, out, seed):
+        raise typer.Exit(1)
+
+
+@app.command()
+def backtest(
+    inputs: Annotated[list[Path], typer.Argument(help="CSV files with timestamp,value.")],
+    output: Annotated[Path | None, typer.Option(help="Output CSV (one input).")] = None,
+    output_dir: Annotated[
+        Path | None, typer.Option(help="Output directory (keeps each input's name).")
+    ] = None,
+    detector: Annotated[
+        str | None, typer.Option(help="Detector kind; default: what a metric monitor gets.")
+    ] = None,
+    settings: Annotated[
+        list[str] | None, typer.Option("--set", help="Detector parameter, key=value.")
+    ] = None,
+) -> None:
+    """Score historical series with one detector, as the monitor would have live."""
+    import yaml
+
+    from lupus_stream.backtest import backtest as run_backtest
+    from lupus_stream.backtest import write_scores
+    from lupus_stream.detection.registry import DetectorConfigError
+
+    if (output is None) == (output_dir is None):
+        errors.print("[red]error:[/] give exactly one of --output and --output-dir")
+        raise typer.Exit(2)
+    if output is not None and len(inputs) != 1:
+        errors.print("[red]error:[/] --output takes one input; use --output-dir for several")
+        raise typer.Exit(2)
+    params = {}
+    for item in settings or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            errors.print(f"[red]error:[/] --set {item!r}: expected key=value")
+            raise typer.Exit(2)
+        params[key.strip()] = yaml.safe_load(value)
+    failed = False
+    for path in inputs:
+        target = output if output is not None else output_dir / path.name  # type: ignore[operator]
+        try:
+            result = run_backtest(path, detector, params)
+        except DetectorConfigError as exc:
+            errors.print(f"[red]invalid detector settings:[/] {exc}")
+            raise typer.Exit(2) from exc
+        except (OSError, ValueError) as exc:
+            errors.print(f"[red]error:[/] {exc}")
+            failed = True
+            continue
+        write_scores(result, target)
+        for message in result.errors:
+            errors.print(f"[yellow]skipped:[/] {message}")
+        console.print(f"{path}: {len(result.rows)} rows, {result.anomalies} anomalous -> {target}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def check(detectors: DetectorsOpt = Path("detectors")) -> None:
+    """Validate the monitor definitions and list them."""
+    catalog = _catalog(detectors)
+    for product in catalog.products.values():
+        console.print(
+            f"[bold]{product.product}[/] (owner {product.owner}, receiver {product.receiver})"
+        )
+        for m in product.monitors:
+            console.print(
+                f"  {m.name}: {m.signal.input_kind} signal, detector {m.detector_kind}, "
+                f"severity {m.alert.severity}"
+            )
+
+
+def _catalog(detectors: Path):  # type: ignore[no-untyped-def]
+    try:
+        return load_catalog(detectors)
+    except MonitorError as exc:
+        errors.print(f"[red]invalid monitor definition:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Synthetic but realistic traffic for the example products, with injected incidents."""

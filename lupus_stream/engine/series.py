@@ -1,0 +1,96 @@
+"""One monitored series: a detector instance plus what the engine needs to know about it."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from lupus_stream.contracts import Anomaly
+from lupus_stream.detection.base import Detector, Verdict
+from lupus_stream.monitors import Monitor
+
+
+def series_key(monitor_id: str, labels: dict[str, str]) -> str:
+    if not labels:
+        return monitor_id
+    return monitor_id + "{" + ",".join(f"{k}={labels[k]}" for k in sorted(labels)) + "}"
+
+
+def anomaly_id(key: str, t: float, state: str, kind: str) -> str:
+    """Deterministic, so a replay after a restart produces the same ids."""
+    digest = hashlib.sha256(f"{key}|{t:.6f}|{state}|{kind}".encode()).hexdigest()
+    return digest[:20]
+
+
+def to_datetime(t: float) -> datetime:
+    return datetime.fromtimestamp(t, tz=UTC)
+
+
+class SeriesSnapshot(msgspec.Struct, array_like=True):
+    monitor: str
+    labels: dict[str, str]
+    detector: bytes
+    last_seen: float | None
+    anomalous_since: float | None
+    absent: bool
+
+
+class Series:
+    """Per-series state: the live detector, last event time, and whether it is anomalous."""
+
+    __slots__ = ("absent", "anomalous_since", "detector", "key", "labels", "last_seen", "monitor")
+
+    def __init__(self, monitor: Monitor, labels: dict[str, str], detector: Detector[Any, Any]):
+        self.monitor = monitor
+        self.labels = labels
+        self.key = series_key(monitor.id, labels)
+        self.detector = detector
+        self.last_seen: float | None = None
+        self.anomalous_since: float | None = None
+        self.absent = False
+
+    def judge(self, t: float, verdict: Verdict | None) -> Anomaly | None:
+        """Turn a verdict into an anomaly record, or a `recovered` one that closes a run."""
+        if verdict is None:
+            return None
+        if verdict.anomalous:
+            if self.anomalous_since is None:
+                self.anomalous_since = t
+            return self.anomaly(t, "anomalous", verdict)
+        if self.anomalous_since is not None and not self.absent:
+            self.anomalous_since = None
+            return self.anomaly(t, "recovered", verdict)
+        return None
+
+    def anomaly(self, t: float, state: str, verdict: Verdict) -> Anomaly:
+        changepoint = verdict.changepoint_at
+        return Anomaly(
+            id=anomaly_id(self.key, t, state, verdict.kind),
+            product=self.monitor.product,
+            monitor=self.monitor.id,
+            series=self.labels,
+            ts=to_datetime(t),
+            state=state,  # type: ignore[arg-type]
+            kind=verdict.kind,
+            detector=self.detector.kind,
+            score=verdict.score,
+            value=verdict.value,
+            expected=verdict.expected,
+            lower=verdict.lower,
+            upper=verdict.upper,
+            changepoint_at=None if changepoint is None else to_datetime(changepoint),
+            detail=verdict.detail,
+        )
+
+    def snapshot(self) -> SeriesSnapshot:
+        return SeriesSnapshot(
+            self.monitor.id,
+            self.labels,
+            self.detector.to_bytes(),
+            self.last_seen,
+            self.anomalous_since,
+            self.absent,
+        )

@@ -1,0 +1,1 @@
+"""Thin shells that move bytes in and out of the engine and the alert stage."""

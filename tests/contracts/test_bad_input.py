@@ -1,0 +1,441 @@
+"""Bad input through `decode_message`: every problem becomes a precise RecordError.
+
+Each case says how many records survive, and for every error: the record index (None for
+the whole message), the field (None when no single field is at fault) and a keyword of the
+rule. `describe()` must name the index and the field, so that a dead letter can be read
+without the decoder at hand.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import pytest
+
+from lupus_stream.contracts.decode import decode_message
+from lupus_stream.contracts.records import INPUT_TYPES, MetricPoint
+
+DROP = object()  # marks a field to leave out of an example record
+TS = "2024-05-01T12:00:00Z"
+
+
+def _record(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = {**base, **over}
+    return {k: v for k, v in out.items() if v is not DROP}
+
+
+def metric(**over: Any) -> dict[str, Any]:
+    base = {"type": "metric", "product": "ad-model", "name": "impressions", "ts": TS, "value": 1.0}
+    return _record(base, over)
+
+
+def prediction(**over: Any) -> dict[str, Any]:
+    base = {
+        "type": "prediction",
+        "product": "ad-model",
+        "model": "ctr",
+        "model_version": "v1",
+        "request_id": "r1",
+        "ts": TS,
+        "prediction": 0.5,
+    }
+    return _record(base, over)
+
+
+def label(**over: Any) -> dict[str, Any]:
+    base = {
+        "type": "label",
+        "product": "ad-model",
+        "model": "ctr",
+        "request_id": "r1",
+        "ts": TS,
+        "label": 1,
+    }
+    return _record(base, over)
+
+
+def source(**over: Any) -> dict[str, Any]:
+    base = {
+        "type": "source",
+        "product": "ad-model",
+        "source": "ads_click_log",
+        "partition": "2024-05-01",
+        "row_count": 10,
+        "landed_at": TS,
+    }
+    return _record(base, over)
+
+
+def js(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+def with_literal(value: Any, literal: bytes) -> bytes:
+    """JSON of `value` where the string "@" is replaced by a raw JSON literal."""
+    data = js(value)
+    assert data.count(b'"@"') == 1
+    return data.replace(b'"@"', literal)
+
+
+@dataclass(frozen=True)
+class Err:
+    index: int | None  # record index in a batch; None: the whole message / a single record
+    field: str | None  # field path named by the error; None: no single field
+    keyword: str  # must appear in the rule (case-insensitive)
+
+
+@dataclass(frozen=True)
+class Case:
+    data: bytes
+    records: int
+    errors: list[Err]
+    accept: tuple[str, ...] = tuple(INPUT_TYPES)
+    known_products: frozenset[str] | None = None
+    max_bytes: int = 1_048_576
+
+
+KNOWN = frozenset({"ad-model", "sticker-recommender"})
+GOOD = metric()
+
+CASES = [
+    # --- missing fields
+    pytest.param(
+        Case(js(metric(ts=DROP)), 0, [Err(None, "ts", "missing required field")]),
+        id="missing-ts",
+    ),
+    pytest.param(
+        Case(js(metric(value=DROP)), 0, [Err(None, "value", "missing required field")]),
+        id="missing-value-null-must-be-explicit",
+    ),
+    pytest.param(
+        Case(js(label(request_id=DROP)), 0, [Err(None, "request_id", "missing required")]),
+        id="missing-request-id",
+    ),
+    pytest.param(
+        Case(js(metric(type=DROP)), 0, [Err(None, "type", "missing required field")]),
+        id="missing-type-in-mixed-stream",
+    ),
+    # --- wrong types
+    pytest.param(
+        Case(js(metric(value="12.5")), 0, [Err(None, "value", "got `str`")]),
+        id="value-as-string",
+    ),
+    pytest.param(
+        Case(js(metric(value=True)), 0, [Err(None, "value", "got `bool`")]),
+        id="value-as-bool",
+    ),
+    pytest.param(
+        Case(js(source(row_count="100")), 0, [Err(None, "row_count", "got `str`")]),
+        id="row-count-as-string",
+    ),
+    pytest.param(
+        Case(js(source(row_count=12.5)), 0, [Err(None, "row_count", "expected `int`")]),
+        id="row-count-as-float",
+    ),
+    pytest.param(
+        Case(js(metric(type=7)), 0, [Err(None, "type", "expected `str`")]),
+        id="type-tag-not-a-string",
+    ),
+    pytest.param(
+        Case(js(prediction(prediction={"score": 0.5})), 0, [Err(None, "prediction", "object")]),
+        id="prediction-is-a-dict",
+    ),
+    pytest.param(
+        Case(js(prediction(prediction=[3, 1])), 0, [Err(None, "prediction[0]", "got `int`")]),
+        id="prediction-list-of-ints",
+    ),
+    pytest.param(
+        Case(js(prediction(features={"f": [1]})), 0, [Err(None, "features[...]", "array")]),
+        id="feature-value-not-scalar",
+    ),
+    pytest.param(
+        Case(js(metric(labels={"region": 1})), 0, [Err(None, "labels[...]", "got `int`")]),
+        id="label-value-not-a-string",
+    ),
+    pytest.param(
+        Case(js(prediction(segment={"os": None})), 0, [Err(None, "segment[...]", "got `null`")]),
+        id="segment-value-null",
+    ),
+    pytest.param(
+        Case(js(label(label=None)), 0, [Err(None, "label", "got `null`")]),
+        id="label-null",
+    ),
+    # --- numbers JSON cannot hold
+    pytest.param(
+        Case(with_literal(metric(value="@"), b"1e400"), 0, [Err(None, "value", "out of range")]),
+        id="value-1e400",
+    ),
+    pytest.param(
+        Case(with_literal(metric(value="@"), b"-1e400"), 0, [Err(None, "value", "out of range")]),
+        id="value-minus-1e400",
+    ),
+    pytest.param(
+        Case(
+            with_literal(source(row_count="@"), b"1e400"),
+            0,
+            [Err(None, "row_count", "out of range")],
+        ),
+        id="row-count-1e400",
+    ),
+    pytest.param(
+        Case(with_literal(metric(value="@"), b"NaN"), 0, [Err(None, None, "malformed")]),
+        id="nan-literal",
+    ),
+    pytest.param(
+        Case(with_literal(metric(value="@"), b"Infinity"), 0, [Err(None, None, "malformed")]),
+        id="infinity-literal",
+    ),
+    # --- timestamps
+    pytest.param(
+        Case(js(metric(ts="2024-05-01T12:00:00")), 0, [Err(None, "ts", "timezone")]),
+        id="ts-without-zone",
+    ),
+    pytest.param(
+        Case(js(source(landed_at="2024-05-01 06:00")), 0, [Err(None, "landed_at", "RFC3339")]),
+        id="landed-at-without-seconds-and-zone",
+    ),
+    pytest.param(
+        Case(js(metric(ts="2024-05-01")), 0, [Err(None, "ts", "RFC3339")]),
+        id="ts-date-only",
+    ),
+    pytest.param(
+        Case(js(metric(ts=1714564800)), 0, [Err(None, "ts", "expected `datetime`")]),
+        id="ts-epoch-seconds",
+    ),
+    # --- constraints
+    pytest.param(
+        Case(js(metric(product="")), 0, [Err(None, "product", "length >= 1")]),
+        id="empty-product",
+    ),
+    pytest.param(
+        Case(js(metric(name="n" * 201)), 0, [Err(None, "name", "length <= 200")]),
+        id="name-too-long",
+    ),
+    pytest.param(
+        Case(js(metric(name="95th latency")), 0, [Err(None, "name", "regex")]),
+        id="name-bad-pattern",
+    ),
+    pytest.param(
+        Case(js(metric(labels={"ad slot": "top"})), 0, [Err(None, "labels[key]", "regex")]),
+        id="label-name-bad-pattern",
+    ),
+    pytest.param(
+        Case(js(metric(labels={"k": "v" * 1025})), 0, [Err(None, "labels[...]", "length <=")]),
+        id="label-value-too-long",
+    ),
+    pytest.param(
+        Case(js(source(row_count=-1)), 0, [Err(None, "row_count", ">= 0")]),
+        id="negative-row-count",
+    ),
+    pytest.param(
+        Case(js(prediction(request_id="")), 0, [Err(None, "request_id", "length >= 1")]),
+        id="empty-request-id",
+    ),
+    pytest.param(
+        Case(js(source(partition="p" * 65)), 0, [Err(None, "partition", "length <= 64")]),
+        id="partition-too-long",
+    ),
+    # --- tags and unknown fields
+    pytest.param(
+        Case(js(metric(type="metrics")), 0, [Err(None, "type", "invalid value 'metrics'")]),
+        id="unknown-type-tag",
+    ),
+    pytest.param(
+        Case(js(label()), 0, [Err(None, "type", "invalid value 'label'")], accept=("metric",)),
+        id="wrong-type-for-topic",
+    ),
+    pytest.param(
+        Case(js(metric(unit="count")), 0, [Err(None, "unit", "unknown field")]),
+        id="unknown-extra-field",
+    ),
+    # --- products
+    pytest.param(
+        Case(
+            js(metric(product="ad_model")),
+            0,
+            [Err(None, "product", "unknown product")],
+            known_products=KNOWN,
+        ),
+        id="unknown-product",
+    ),
+    pytest.param(
+        Case(
+            js([metric(), metric(product="nope"), metric(product="sticker-recommender")]),
+            2,
+            [Err(1, "product", "unknown product 'nope'")],
+            known_products=KNOWN,
+        ),
+        id="unknown-product-in-batch",
+    ),
+    pytest.param(
+        Case(
+            js([metric(ts="2024-05-01T12:00:00"), metric(product="nope")]),
+            0,
+            [Err(0, "ts", "timezone"), Err(1, "product", "unknown product")],
+            known_products=KNOWN,
+        ),
+        id="bad-record-and-unknown-product-in-batch",
+    ),
+    # --- the message as a whole
+    pytest.param(
+        Case(js([metric()] * 5), 0, [Err(None, None, "exceeds 200")], max_bytes=200),
+        id="oversized-message",
+    ),
+    pytest.param(
+        Case(js(metric(product="@")).replace(b"@", b"\xff\xfe"), 0, [Err(None, None, "UTF-8")]),
+        id="invalid-utf8",
+    ),
+    pytest.param(
+        Case(js(metric())[:-10], 0, [Err(None, None, "truncated")]),
+        id="truncated-record",
+    ),
+    pytest.param(
+        Case(js([metric(), metric()])[:-10], 0, [Err(None, None, "truncated")]),
+        id="truncated-batch",
+    ),
+    pytest.param(Case(b"", 0, [Err(None, None, "empty message")]), id="empty-message"),
+    pytest.param(Case(b" \n\t", 0, [Err(None, None, "empty message")]), id="whitespace-only"),
+    pytest.param(Case(b"null", 0, [Err(None, None, "got `null`")]), id="json-null"),
+    pytest.param(Case(b"42", 0, [Err(None, None, "got `int`")]), id="number-not-object"),
+    pytest.param(Case(b'"metric"', 0, [Err(None, None, "got `str`")]), id="string-not-object"),
+    pytest.param(
+        Case(js(metric()) + b"\n" + js(metric()), 0, [Err(None, None, "trailing characters")]),
+        id="jsonl-lines-in-one-message",
+    ),
+    pytest.param(
+        Case(b"\xef\xbb\xbf" + js(metric()), 0, [Err(None, None, "malformed")]),
+        id="utf8-bom",
+    ),
+    pytest.param(
+        Case(b"[" * 100_000 + b"]" * 100_000, 0, [Err(None, None, "nested too deeply")]),
+        id="deeply-nested",
+    ),
+    # --- batches: the good records still go through
+    pytest.param(
+        Case(
+            js([metric(), metric(ts="2024-05-01T12:00:00"), metric(name="ctr")]),
+            2,
+            [Err(1, "ts", "timezone")],
+        ),
+        id="batch-one-bad-among-good",
+    ),
+    pytest.param(
+        Case(
+            js([source(row_count=-5), metric(), label(label=[1]), prediction(), source()]),
+            3,
+            [Err(0, "row_count", ">= 0"), Err(2, "label", "got `array`")],
+        ),
+        id="batch-mixed-types-two-bad",
+    ),
+    pytest.param(
+        Case(
+            js([metric(), metric(labels={"1st": "x"}), metric()]),
+            2,
+            [Err(1, "labels[key]", "regex")],
+        ),
+        id="batch-bad-label-name",
+    ),
+    pytest.param(
+        Case(js([metric(), None, 3]), 1, [Err(1, None, "got `null`"), Err(2, None, "got `int`")]),
+        id="batch-with-null-and-number",
+    ),
+    pytest.param(
+        Case(js([[metric()]]), 0, [Err(0, None, "got `array`")]),
+        id="nested-batch",
+    ),
+    pytest.param(
+        Case(js([metric(), [metric(), metric()]]), 1, [Err(1, None, "got `array`")]),
+        id="nested-batch-after-good",
+    ),
+    pytest.param(
+        Case(js([metric(), metric(type="nope", extra=1)]), 1, [Err(1, "type", "invalid value")]),
+        id="batch-unknown-tag",
+    ),
+    pytest.param(
+        Case(
+            with_literal([metric(), metric(value="@")], b"1e400"),
+            1,
+            [Err(1, "value", "out of range")],
+        ),
+        id="batch-1e400",
+    ),
+    pytest.param(
+        Case(
+            js([metric(name=f"m{i}") for i in range(500)] + [metric(ts="bad")]),
+            500,
+            [Err(500, "ts", "RFC3339")],
+        ),
+        id="large-batch-last-bad",
+    ),
+    pytest.param(Case(b"[]", 0, []), id="empty-batch-is-nothing"),
+]
+
+
+def _check(case: Case) -> None:
+    out = decode_message(
+        case.data,
+        accept=case.accept,
+        known_products=case.known_products,
+        max_bytes=case.max_bytes,
+    )
+    described = [error.describe() for error in out.errors]
+    assert len(out.records) == case.records, described
+    assert len(out.errors) == len(case.errors), described
+    for error, expected in zip(out.errors, case.errors, strict=True):
+        text = error.describe()
+        assert error.index == expected.index, text
+        assert error.field == expected.field, text
+        if expected.index is None:
+            assert text.startswith("message"), text
+        else:
+            assert text.startswith(f"record {expected.index}"), text
+            assert error.raw, "a rejected record keeps its bytes for the dead-letter topic"
+        if expected.field is not None:
+            assert f"field {expected.field}:" in text, text
+        assert expected.keyword.lower() in error.rule.lower(), text
+        assert error.rule in text
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input(case: Case) -> None:
+    _check(case)
+
+
+def test_table_is_large_enough() -> None:
+    assert len(CASES) >= 24
+
+
+def test_good_records_keep_their_order_around_bad_ones() -> None:
+    data = js(
+        [metric(name="a"), metric(name="b", ts="x"), metric(name="c"), None, metric(name="d")]
+    )
+    out = decode_message(data, accept=("metric",))
+    assert [r.name for r in out.records if isinstance(r, MetricPoint)] == ["a", "c", "d"]
+    assert [e.index for e in out.errors] == [1, 3]
+
+
+def test_missing_type_is_tolerated_on_a_single_type_topic() -> None:
+    """msgspec only requires the tag to choose between types: a topic that accepts one
+    type takes records without `type` (the topic schemas do not require it either)."""
+    out = decode_message(js(metric(type=DROP)), accept=("metric",))
+    assert out.errors == []
+    assert len(out.records) == 1
+
+
+def test_never_raises_on_damaged_messages() -> None:
+    message = js([metric(), prediction(features={"a": 1, "b": None}), label(), source()])
+    rng = random.Random(20240501)
+    damaged = [message[:n] for n in range(len(message) + 1)]
+    for _ in range(500):
+        data = bytearray(message)
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        damaged.append(bytes(data))
+    damaged += [rng.randbytes(rng.randint(0, 64)) for _ in range(500)]
+    for data in damaged:
+        out = decode_message(data, known_products=KNOWN)
+        assert out.records or out.errors or msgspec.json.decode(data) == []
