@@ -7,8 +7,8 @@ from rich.text import Text
 
 from lupus_stream.contracts import AlertEvent, DeadLetter
 
-console = Console(stderr=False, highlight=False)
-errors = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def alert_line(event: AlertEvent) -> Text:

@@ -68,11 +68,14 @@ def replay(
     for name in ("anomalies.jsonl", "alerts.jsonl", "deadletter.jsonl"):
         (out_dir / name).unlink(missing_ok=True)
     pipeline = Pipeline(catalog, data_dir, out_dir, on_alert=on_alert)
-    bad = list(BAD_MESSAGES)
-    for i, batch in enumerate(batches(scenario.records)):
+    messages = list(batches(scenario.records))
+    bad_at = {
+        len(messages) * (k + 1) // (len(BAD_MESSAGES) + 1): k for k in range(len(BAD_MESSAGES))
+    }
+    for i, batch in enumerate(messages):
         pipeline.ingest(encode_records(batch), f"demo:batch {i}")
-        if bad and i % 2000 == 1999:
-            pipeline.ingest(bad.pop(), f"demo:bad {len(bad)}")
+        if i in bad_at:
+            pipeline.ingest(BAD_MESSAGES[bad_at[i]], f"demo:malformed {bad_at[i]}")
         on_progress(len(batch), batch[-1].event_time.timestamp())
     pipeline.tick(scenario.end.timestamp())
     pipeline.close()

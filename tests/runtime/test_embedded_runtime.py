@@ -1,0 +1,179 @@
+"""The embedded runtime as a user runs it: files, stdin, HTTP, Ctrl-C and restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+CATALOG = """
+product: shop
+owner: team-shop
+receiver: shop-oncall
+monitors:
+  - name: orders
+    signal: {kind: metric, name: orders}
+    detector: {kind: threshold, upper: 100}
+    alert:
+      severity: page
+      annotations: {summary: "orders at {value}"}
+"""
+START = datetime(2026, 3, 2, tzinfo=UTC)
+
+
+def metric(hour: int, value: float, product: str = "shop") -> str:
+    ts = (START + timedelta(hours=hour)).isoformat()
+    return json.dumps(
+        {"type": "metric", "product": product, "name": "orders", "ts": ts, "value": value}
+    )
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "detectors").mkdir()
+    (tmp_path / "detectors" / "shop.yaml").write_text(CATALOG)
+    return tmp_path
+
+
+def lupus(workdir: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lupus_stream.cli.main", *args],
+        cwd=workdir,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def lines(path: Path) -> list[dict[str, object]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_file_run_alerts_deadletters_and_resumes_without_realerting(workdir: Path) -> None:
+    records = workdir / "in.jsonl"
+    good = [metric(h, 50.0) for h in range(5)] + [metric(5, 250.0), metric(6, 260.0)]
+    bad = [
+        '{"type": "metric", "product": "shop", "name": "orders", "ts": "2026-03-02T01:00:00"}',
+        metric(3, 1.0, product="unknown-shop"),
+        "not json at all",
+    ]
+    records.write_text("\n".join(good[:3] + bad + good[3:]) + "\n")
+    first = lupus(workdir, "run", str(records), "--data-dir", "state")
+    assert first.returncode == 0, first.stderr
+    alerts = lines(workdir / "state" / "alerts.jsonl")
+    assert [a["status"] for a in alerts] == ["firing"]
+    assert alerts[0]["annotations"] == {"summary": "orders at 250.0"}
+    dead = lines(workdir / "state" / "deadletter.jsonl")
+    assert len(dead) == 3
+    reasons = " | ".join(str(d["reason"]) for d in dead)
+    assert "field ts" in reasons and "unknown product" in reasons and "malformed JSON" in reasons
+
+    # same file again: nothing is re-read, nothing re-alerts
+    second = lupus(workdir, "run", str(records), "--data-dir", "state")
+    assert second.returncode == 0, second.stderr
+    assert "resuming at byte" in second.stderr
+    assert len(lines(workdir / "state" / "alerts.jsonl")) == 1
+
+    # new data appended: the firing alert resolves, once
+    with records.open("a") as handle:
+        handle.write(metric(7, 40.0) + "\n" + metric(8, 45.0) + "\n")
+    third = lupus(workdir, "run", str(records), "--data-dir", "state")
+    assert third.returncode == 0, third.stderr
+    statuses = [a["status"] for a in lines(workdir / "state" / "alerts.jsonl")]
+    assert statuses == ["firing", "resolved"]
+
+
+def test_restart_replaying_the_same_records_does_not_alert_twice(workdir: Path) -> None:
+    body = "\n".join([metric(h, 50.0) for h in range(3)] + [metric(3, 500.0)]) + "\n"
+    (workdir / "a.jsonl").write_text(body)
+    (workdir / "b.jsonl").write_text(body)  # another file: offsets do not protect us here
+    assert lupus(workdir, "run", "a.jsonl", "--data-dir", "s").returncode == 0
+    assert lupus(workdir, "run", "b.jsonl", "--data-dir", "s").returncode == 0
+    assert [a["status"] for a in lines(workdir / "s" / "alerts.jsonl")] == ["firing"]
+
+
+def test_stdin_input(workdir: Path) -> None:
+    text = "\n".join([metric(0, 10.0), metric(1, 150.0), "[]", "{"]) + "\n"
+    proc = lupus(workdir, "run", "--stdin", "--data-dir", "s", stdin=text)
+    assert proc.returncode == 0, proc.stderr
+    assert [a["status"] for a in lines(workdir / "s" / "alerts.jsonl")] == ["firing"]
+    assert len(lines(workdir / "s" / "deadletter.jsonl")) == 1
+
+
+def test_invalid_monitor_file_is_reported_with_file_monitor_and_field(workdir: Path) -> None:
+    (workdir / "detectors" / "shop.yaml").write_text(CATALOG.replace("upper: 100", "uper: 100"))
+    proc = lupus(workdir, "check")
+    assert proc.returncode == 2
+    message = " ".join(proc.stderr.split())
+    assert "shop.yaml" in message and "'orders'" in message and "uper" in message
+
+
+def post(
+    url: str, body: bytes, content_type: str = "application/json"
+) -> tuple[int, dict[str, int]]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_http_ingest_and_clean_stop_on_ctrl_c(workdir: Path) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lupus_stream.cli.main",
+            "run",
+            "--http-port",
+            "0",
+            "--data-dir",
+            "s",
+            "--event-time",
+        ],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        url = None
+        deadline = time.monotonic() + 30
+        while url is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            found = re.search(r"POST (http://127\.0\.0\.1:\d+)/ingest", line)
+            url = found.group(1) if found else None
+        assert url is not None, "the ingest endpoint never came up"
+        batch = "[" + ",".join([metric(0, 10.0), metric(1, 20.0)]) + "]"
+        assert post(url + "/ingest", batch.encode()) == (
+            200,
+            {"records": 2, "deadlettered": 0, "anomalies": 0, "firing": 0},
+        )
+        ndjson = "\n".join([metric(2, 300.0), '{"type": "metric"}']).encode()
+        status, counts = post(url + "/ingest", ndjson, "application/x-ndjson")
+        assert status == 207 and counts["firing"] == 1 and counts["deadlettered"] == 1
+        status, counts = post(url + "/ingest", b"\xff\xfe")
+        assert status == 422 and counts["deadlettered"] == 1
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+    alerts = lines(workdir / "s" / "alerts.jsonl")
+    assert [a["status"] for a in alerts] == ["firing"]
+    assert "processed 3 records" in " ".join((proc.stderr.read() if proc.stderr else "").split())
