@@ -46,7 +46,7 @@ class AccuracyParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     window: Annotated[int, msgspec.Meta(ge=10)] = 500
     reference_windows: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 2
     min_drop: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.05
-    confidence: Annotated[float, msgspec.Meta(ge=0.5, lt=1)] = 0.99
+    confidence: Annotated[float, msgspec.Meta(ge=0.5, lt=1)] = 0.999
 
 
 class AccuracyState(msgspec.Struct):

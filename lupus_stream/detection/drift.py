@@ -102,7 +102,9 @@ class DriftDetector(Detector[DriftParams, DriftState]):
 
     Calibration: with no drift, `PSI * n_eff` (`n_eff = n_ref * n_win / (n_ref + n_win)`,
     counting non-missing values) is approximately chi-square with `bins - 1` degrees of
-    freedom, so `score = chi2.cdf(PSI * n_eff, bins - 1)`. Drift is anomalous only when it
+    freedom, so `score = chi2.cdf(PSI * n_eff, bins - 1)`, where `bins` counts the bins
+    holding values on either side (quantile edges of tied values merge bins; categories
+    vary). Null scores are close to uniform. Drift is anomalous only when it
     is both large (`PSI >= psi_threshold`) and significant (`score >= 0.99`). The missing
     rate is anomalous when it rose by at least `missing_threshold` and a one-sided
     two-proportion z-test gives `score >= 0.99`. The verdict reports data drift unless

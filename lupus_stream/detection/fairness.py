@@ -36,10 +36,10 @@ def _outcome(correct: Any) -> float | None:
 class FairnessParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Window size (outcomes over all groups), gap that matters, group size, confidence."""
 
-    window: Annotated[int, msgspec.Meta(ge=10)] = 1000
+    window: Annotated[int, msgspec.Meta(ge=10)] = 2000
     max_gap: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.1
     min_group_size: Annotated[int, msgspec.Meta(ge=1)] = 30
-    confidence: Annotated[float, msgspec.Meta(ge=0.5, lt=1)] = 0.99
+    confidence: Annotated[float, msgspec.Meta(ge=0.5, lt=1)] = 0.999
 
 
 class FairnessState(msgspec.Struct):
@@ -53,12 +53,15 @@ class FairnessState(msgspec.Struct):
 class FairnessGapDetector(Detector[FairnessParams, FairnessState]):
     """One verdict per closed window: the accuracy gap between the best and worst group.
 
-    `gap = acc_best - acc_worst` over groups with at least `min_group_size` outcomes in
-    the window; `z = gap / sqrt(p (1 - p) (1/n_best + 1/n_worst))` with the pooled
-    accuracy `p` of the two; `score = Phi(z)`. Anomalous iff `gap >= max_gap` and
-    `score >= confidence`. Picking the extremes of many groups makes the z-test
-    optimistic; the `max_gap` requirement keeps that from alerting on small gaps. With
-    fewer than two eligible groups the verdict is quiet (score 0, no value).
+    `gap = acc_best - acc_worst` over the `k` groups with at least `min_group_size`
+    outcomes in the window; `z = gap / sqrt(p (1 - p) (1/n_best + 1/n_worst))` with the
+    pooled accuracy `p` of the two; `score = max(0, 1 - k (k - 1) (1 - Phi(z)))`.
+    Anomalous iff `gap >= max_gap` and `score >= confidence`. `Phi(z)` alone would be the
+    score of one pair chosen in advance; the best and worst group are picked after seeing
+    the data, so the score carries a Bonferroni correction over the `k (k - 1)` ordered
+    pairs (for two groups this is the two-sided test). Without it, four groups of equal
+    accuracy raised a false alarm in about 3 % of windows at the defaults. With fewer
+    than two eligible groups the verdict is quiet (score 0, no value).
 
     Input is `(group, correct)`; a `None` group counts as `__missing__`, a missing
     outcome (None, NaN) is skipped. More than 1000 groups in one window: the rest are
@@ -115,7 +118,9 @@ class FairnessGapDetector(Detector[FairnessParams, FairnessState]):
         pooled = (s.group_sum[best] + s.group_sum[worst]) / (best_n + worst_n)
         se = math.sqrt(max(pooled * (1.0 - pooled), 0.0) * (1.0 / best_n + 1.0 / worst_n))
         z = gap / se if se > 0 else 0.0
-        score = 0.5 * math.erfc(-z / _SQRT2) if se > 0 else 0.0
+        # Bonferroni over the k(k-1) ordered pairs: the extremes were picked after the fact
+        pairs = len(eligible) * (len(eligible) - 1)
+        score = max(0.0, 1.0 - pairs * 0.5 * math.erfc(z / _SQRT2)) if se > 0 else 0.0
         anomalous = gap >= p.max_gap and score >= p.confidence
         return Verdict(
             score,

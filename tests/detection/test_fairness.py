@@ -23,13 +23,18 @@ def grouped(n: int, accuracy: dict[str, float], seed: int) -> list[Any]:
     return [(str(g), float(u < accuracy[str(g)])) for g, u in zip(groups, draws, strict=True)]
 
 
+def thousand() -> FairnessGapDetector:
+    """Windows of 1000 outcomes at 0.99 confidence (the defaults are 2000 and 0.999)."""
+    return FairnessGapDetector(FairnessParams(window=1000, confidence=0.99))
+
+
 def closed(d: FairnessGapDetector, xs: list[Any]) -> list[Verdict]:
     return [v for v in d.update_many([float(i) for i in range(len(xs))], xs) if v is not None]
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_equal_groups_are_quiet(seed: int) -> None:
-    verdicts = closed(FairnessGapDetector(), grouped(5000, {"eu": 0.8, "us": 0.8}, seed))
+    verdicts = closed(thousand(), grouped(5000, {"eu": 0.8, "us": 0.8}, seed))
     assert len(verdicts) == 5
     for v in verdicts:
         assert v.kind == "fairness_gap" and not v.anomalous
@@ -37,9 +42,30 @@ def test_equal_groups_are_quiet(seed: int) -> None:
         assert v.upper == 0.1 and 0.0 <= v.score <= 1.0
 
 
+def test_false_alarm_rate_with_four_equal_groups() -> None:
+    # the best and worst of four groups are chosen after the fact: the score is
+    # Bonferroni-corrected, so false alarms stay near 1 - confidence
+    acc = {"east": 0.78, "north": 0.78, "south": 0.78, "west": 0.78}
+    verdicts = closed(thousand(), grouped(300_000, acc, 11))
+    assert len(verdicts) == 300
+    assert sum(v.anomalous for v in verdicts) / 300 <= 0.02
+
+
+def test_score_is_corrected_for_picking_the_extremes() -> None:
+    two = [("a", 1.0)] * 160 + [("a", 0.0)] * 40 + [("b", 1.0)] * 140 + [("b", 0.0)] * 60
+    (v2,) = closed(FairnessGapDetector(FairnessParams(window=400)), two)
+    z = 0.1 / math.sqrt(0.75 * 0.25 * (2 / 200))
+    tail = 0.5 * math.erfc(z / math.sqrt(2))
+    assert v2.score == pytest.approx(1 - 2 * tail)  # two groups: the two-sided test
+    extra = [("c", 1.0)] * 150 + [("c", 0.0)] * 50 + [("d", 1.0)] * 150 + [("d", 0.0)] * 50
+    (v4,) = closed(FairnessGapDetector(FairnessParams(window=800)), two + extra)
+    assert v4.value == pytest.approx(0.1)
+    assert v4.score == pytest.approx(1 - 12 * tail)
+
+
 def test_gap_fires_and_names_groups() -> None:
     acc = {"apac": 0.65, "eu": 0.85, "us": 0.84}
-    (v,) = closed(FairnessGapDetector(), grouped(1000, acc, 4))
+    (v,) = closed(thousand(), grouped(1000, acc, 4))
     assert v.anomalous and v.kind == "fairness_gap"
     assert v.value is not None and 0.12 < v.value < 0.3
     assert v.score > 0.99
@@ -62,13 +88,13 @@ def test_large_gap_on_small_groups_is_noise() -> None:
 
 def test_small_groups_are_ignored() -> None:
     rows = grouped(980, {"eu": 0.8, "us": 0.8}, 5) + [("tiny", 0.0)] * 20
-    (v,) = closed(FairnessGapDetector(), rows)
+    (v,) = closed(thousand(), rows)
     assert not v.anomalous and "tiny" not in v.detail
 
 
 def test_fewer_than_two_eligible_groups_is_quiet() -> None:
     rows = [("eu", 1.0)] * 990 + [("us", 0.0)] * 10
-    (v,) = closed(FairnessGapDetector(), rows)
+    (v,) = closed(thousand(), rows)
     assert v.score == 0.0 and not v.anomalous and v.value is None
     assert "fewer than 2 groups" in v.detail
 
@@ -110,7 +136,7 @@ def test_update_many_equals_update_and_round_trip() -> None:
 
 def test_params_are_validated() -> None:
     assert FairnessParams() == FairnessParams(
-        window=1000, max_gap=0.1, min_group_size=30, confidence=0.99
+        window=2000, max_gap=0.1, min_group_size=30, confidence=0.999
     )
     assert registry.parse_params("fairness", {"max_gap": 0.2}) == FairnessParams(max_gap=0.2)
     for bad, field in (
