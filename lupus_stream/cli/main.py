@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from lupus_stream.cli.console import alert_line, console, deadletter_line, errors
-from lupus_stream.monitors import MonitorError, load_catalog
+from lupus_stream.monitors import Catalog, MonitorError, load_catalog
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -122,7 +122,7 @@ def backtest(
     if output is not None and len(inputs) != 1:
         errors.print("[red]error:[/] --output takes one input; use --output-dir for several")
         raise typer.Exit(2)
-    params = {}
+    params: dict[str, object] = {}
     for item in settings or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -131,7 +131,7 @@ def backtest(
         params[key.strip()] = yaml.safe_load(value)
     failed = False
     for path in inputs:
-        target = output if output is not None else output_dir / path.name  # type: ignore[operator]
+        target = output if output is not None else Path(str(output_dir)) / path.name
         try:
             result = run_backtest(path, detector, params)
         except DetectorConfigError as exc:
@@ -164,7 +164,7 @@ def check(detectors: DetectorsOpt = Path("detectors")) -> None:
             )
 
 
-def _catalog(detectors: Path):  # type: ignore[no-untyped-def]
+def _catalog(detectors: Path) -> Catalog:
     try:
         return load_catalog(detectors)
     except MonitorError as exc:
