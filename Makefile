@@ -20,12 +20,14 @@ demo: $(STAMP)
 	$(BIN)/lupus-stream demo --out demo-out
 
 lint: $(STAMP)
-	$(BIN)/ruff check lupus_stream tests benchmarks
-	$(BIN)/ruff format --check lupus_stream tests benchmarks
+	$(BIN)/ruff check lupus_stream tests $(wildcard benchmarks)
+	$(BIN)/ruff format --check lupus_stream tests $(wildcard benchmarks)
 	$(BIN)/mypy lupus_stream
 
+# scripts/test-services starts a real Redis and a single-node Kafka for tests/integration,
+# runs pytest with their addresses, and stops them afterwards.
 test: lint
-	$(BIN)/python -m pytest
+	scripts/test-services $(BIN)/python -m pytest
 
 clean:
 	rm -rf $(VENV) demo-out lupus-data .mypy_cache .ruff_cache .pytest_cache

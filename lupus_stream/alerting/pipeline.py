@@ -23,6 +23,18 @@ def catalog_lookup(catalog: Catalog) -> MonitorLookup:
     return monitor_for
 
 
+def policy_for(monitor_for: MonitorLookup, monitor_id: str) -> AlertPolicy:
+    """The alert policy of `monitor_id`, or the default one if its monitor left the catalog.
+
+    Used when resolving alerts on a tick: an alert must still resolve (with no
+    keep-firing period) after its monitor was removed.
+    """
+    try:
+        return monitor_for(monitor_id)[0].alert
+    except KeyError:
+        return AlertPolicy()
+
+
 class AlertProcessor:
     """Applies anomalies and ticks to stored alert states, writing back only changes."""
 
@@ -48,11 +60,7 @@ class AlertProcessor:
         for state in self.store.active():
             if state.status != "firing" or state.recovered_at is None:
                 continue
-            try:
-                policy = self.monitor_for(state.monitor)[0].alert
-            except KeyError:
-                policy = AlertPolicy()
-            new, resolved = on_tick(state, now, policy)
+            new, resolved = on_tick(state, now, policy_for(self.monitor_for, state.monitor))
             if resolved:
                 self.store.put(new)
                 events.extend(resolved)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from lupus_stream.cli.console import alert_line, console, deadletter_line, errors
+from lupus_stream.contracts.topics import TopicError, TopicSpec, load_topics
 from lupus_stream.monitors import Catalog, MonitorError, load_catalog
+from lupus_stream.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -147,6 +150,120 @@ def backtest(
         console.print(f"{path}: {len(result.rows)} rows, {result.anomalies} anomalous -> {target}")
     if failed:
         raise typer.Exit(1)
+
+
+SettingsOpt = Annotated[
+    Path | None,
+    typer.Option("--settings", envvar="LUPUS_SETTINGS", help="Settings file (YAML)."),
+]
+topics_app = typer.Typer(help="Kafka topics described in topics/.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+
+
+def _settings(path: Path | None) -> Settings:
+    try:
+        return load_settings(path)
+    except SettingsError as exc:
+        errors.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _topic_specs(settings: Settings) -> dict[str, TopicSpec]:
+    try:
+        return load_topics(Path(settings.topics))
+    except (TopicError, OSError) as exc:
+        errors.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _need_broker(settings: Settings) -> None:
+    if not settings.kafka.bootstrap_servers:
+        errors.print("[red]error:[/] no Kafka broker configured: set LUPUS_KAFKA_BOOTSTRAP_SERVERS")
+        raise typer.Exit(2)
+
+
+@topics_app.command("create")
+def topics_create(settings_file: SettingsOpt = None) -> None:
+    """Create the topics of topics/ that do not exist yet (safe to repeat)."""
+    from lupus_stream.runtimes.kafka.admin import create_topics
+
+    settings = _settings(settings_file)
+    _need_broker(settings)
+    result = asyncio.run(create_topics(settings, _topic_specs(settings)))
+    for name, status in result.items():
+        console.print(f"{name}: {status}")
+
+
+@app.command()
+def worker(settings_file: SettingsOpt = None) -> None:
+    """Run a Kafka/Faust worker (detect and alert stages) until SIGTERM."""
+    from lupus_stream.runtimes.kafka.worker import serve
+
+    settings = _settings(settings_file)
+    _need_broker(settings)
+    catalog = _catalog(Path(settings.detectors))
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    ok = asyncio.run(
+        serve(settings, catalog, _topic_specs(settings), log=lambda m: errors.print(f"[dim]{m}[/]"))
+    )
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def send(
+    topic: Annotated[str, typer.Argument(help="Input topic, e.g. lupus.metrics.")],
+    source: Annotated[
+        Path | None, typer.Argument(help="JSON-lines file; stdin if omitted.")
+    ] = None,
+    settings_file: SettingsOpt = None,
+) -> None:
+    """Publish JSON-lines records to an input topic, keyed by signal."""
+    import sys
+
+    from aiokafka import AIOKafkaProducer
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    from lupus_stream.contracts.topics import INPUT_TOPICS
+    from lupus_stream.runtimes.kafka.admin import client_options
+    from lupus_stream.runtimes.kafka.send import send_lines
+
+    settings = _settings(settings_file)
+    _need_broker(settings)
+    base = topic.removeprefix(settings.kafka.topic_prefix)
+    if base not in INPUT_TOPICS:
+        errors.print(f"[red]error:[/] {topic} is not an input topic: {sorted(INPUT_TOPICS)}")
+        raise typer.Exit(2)
+    size = source.stat().st_size if source is not None else None
+
+    async def go() -> None:
+        producer = AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=5)
+        await producer.start()
+        try:
+            handle = source.open("rb") if source is not None else sys.stdin.buffer
+            with (
+                handle,
+                Progress(
+                    TextColumn(f"[bold blue]{topic}"), BarColumn(), DownloadColumn(), console=errors
+                ) as progress,
+            ):
+                task = progress.add_task("send", total=size)
+                counts = await send_lines(
+                    producer,
+                    settings.topic(base),
+                    INPUT_TOPICS[base],
+                    handle,
+                    on_line=lambda n: progress.advance(task, n),
+                )
+        finally:
+            await producer.stop()
+        for reason in counts.rejected or []:
+            errors.print(f"[yellow]rejected:[/] {reason}")
+        console.print(f"sent {counts.records} records in {counts.messages} messages")
+
+    asyncio.run(go())
 
 
 @app.command()

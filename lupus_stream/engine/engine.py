@@ -25,6 +25,7 @@ from lupus_stream.contracts import (
 )
 from lupus_stream.detection import registry
 from lupus_stream.detection.base import StateError, Verdict
+from lupus_stream.durations import parse_duration
 from lupus_stream.engine.join import JoinSnapshot, LabelJoin
 from lupus_stream.engine.series import Series, SeriesSnapshot, series_key
 from lupus_stream.monitors import (
@@ -37,7 +38,6 @@ from lupus_stream.monitors import (
     PredictionSignal,
     SourceSignal,
 )
-from lupus_stream.durations import parse_duration
 from lupus_stream.monitors.matchers import compile_matchers
 
 SNAPSHOT_VERSION = 1
@@ -108,20 +108,22 @@ class Engine:
             self._source[(product, signal.source)].append(monitor)
             self._series_for(monitor, {"source": signal.source})
 
+    @staticmethod
+    def _detector_params(monitor: Monitor) -> dict[str, Any]:
+        """The detector's parameters; a source signal supplies its deadline and timezone."""
+        if isinstance(monitor.signal, SourceSignal):
+            return {
+                "expected_by": monitor.signal.expected_by,
+                "timezone": monitor.signal.timezone,
+                **monitor.detector_params,
+            }
+        return monitor.detector_params
+
     def _series_for(self, monitor: Monitor, labels: dict[str, str]) -> Series:
         key = series_key(monitor.id, labels)
         series = self.series.get(key)
         if series is None:
-            detector = registry.make(monitor.detector_kind, monitor.detector_params)
-            if isinstance(monitor.signal, SourceSignal):
-                detector = registry.make(
-                    monitor.detector_kind,
-                    {
-                        "expected_by": monitor.signal.expected_by,
-                        "timezone": monitor.signal.timezone,
-                        **monitor.detector_params,
-                    },
-                )
+            detector = registry.make(monitor.detector_kind, self._detector_params(monitor))
             series = self.series[key] = Series(monitor, labels, detector)
         return series
 
@@ -160,7 +162,8 @@ class Engine:
                 f"failed: {type(exc).__name__}: {exc}"
             )
             return
-        series.last_seen = t if series.last_seen is None else max(series.last_seen, t)
+        if x is not None:  # a point reported as missing does not count as data arriving
+            series.last_seen = t if series.last_seen is None else max(series.last_seen, t)
         if self.on_verdict is not None and verdict is not None:
             self.on_verdict(series, t, verdict)
         if series.absent and verdict is not None:
@@ -245,6 +248,8 @@ class Engine:
                     detail=f"no data for {(t - series.last_seen) / 3600:.1f} h "
                     f"(expected within {limit / 3600:.1f} h)",
                 )
+                if self.on_verdict is not None:
+                    self.on_verdict(series, t, verdict)
                 out.anomalies.append(series.anomaly(t, "anomalous", verdict))
         for join in self._joins.values():
             join.expire(t if self.watermark is None else min(t, self.watermark))
@@ -254,8 +259,13 @@ class Engine:
         try:
             verdict = check(t)
         except Exception as exc:
-            out.errors.append(f"monitor {series.monitor.id}: check failed: {exc}")
+            out.errors.append(
+                f"monitor {series.monitor.id}: detector {series.detector.kind} "
+                f"check failed: {type(exc).__name__}: {exc}"
+            )
             return
+        if self.on_verdict is not None and verdict is not None:
+            self.on_verdict(series, t, verdict)
         anomaly = series.judge(t, verdict)
         if anomaly is not None:
             out.anomalies.append(anomaly)
@@ -272,7 +282,8 @@ class Engine:
         return msgspec.msgpack.encode(snap)
 
     def restore(self, data: bytes) -> list[str]:
-        """Load a snapshot; series whose monitor is gone or changed kind start afresh.
+        """Load a snapshot; series whose monitor is gone or whose detector changed kind or
+        parameters start afresh.
 
         Returns a note for each series that could not be restored.
         """
@@ -295,12 +306,21 @@ class Engine:
             if detector.kind != monitor.detector_kind:
                 notes.append(f"{item.monitor}: detector changed to {monitor.detector_kind}")
                 continue
+            params = registry.parse_params(monitor.detector_kind, self._detector_params(monitor))
+            if detector.params != params:
+                # state learned under other parameters (a window, bins, a deadline) does
+                # not fit the new ones, and keeping the old parameters would ignore the edit
+                notes.append(f"{item.monitor}: detector parameters changed, starting afresh")
+                continue
             series = Series(monitor, item.labels, detector)
             series.last_seen = item.last_seen
             series.anomalous_since = item.anomalous_since
             series.absent = item.absent
             self.series[series.key] = series
         for key, join in snap.joins.items():
-            if key in self._joins:
-                self._joins[key] = LabelJoin.restore(join)
+            current = self._joins.get(key)
+            if current is not None:
+                restored = LabelJoin.restore(join)
+                restored.window = current.window  # `join_within` may have been edited
+                self._joins[key] = restored
         return notes

@@ -34,22 +34,34 @@ class JoinSnapshot(msgspec.Struct, array_like=True):
     labels: dict[str, _Pending]
 
 
+def _text(value: float | str | bool) -> str:
+    """A label or prediction as a class name: `3.0` (a JSON `3`) is `3`, `True` is `true`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def is_correct(prediction: float | str | bool | list[str], label: float | str | bool) -> Outcome:
     """1.0 when the prediction matches the label.
 
-    Classes compare by equality; a numeric score against a 0/1 label is a binary
-    classifier read at 0.5; a list of items (a ranking) is right when it holds the label;
-    other numbers count as right within 10% relative error.
+    Classes compare by equality (a numeric label `3` matches the class `"3"`, a boolean
+    matches `"true"`/`"false"` in any case); a numeric score against a 0/1 or boolean
+    label is a binary classifier read at 0.5; a list of items (a ranking) is right when
+    it holds the label; other numbers count as right within 10% relative error.
     """
     if isinstance(prediction, list):
-        return 1.0 if str(label) in prediction else 0.0
-    if isinstance(prediction, bool) or isinstance(label, bool):
-        return 1.0 if bool(prediction) == bool(label) else 0.0
+        return 1.0 if _text(label) in prediction else 0.0
     if isinstance(prediction, str) or isinstance(label, str):
-        return 1.0 if str(prediction) == str(label) else 0.0
-    if label in (0.0, 1.0):
-        return 1.0 if (prediction >= 0.5) == (label == 1.0) else 0.0
-    return 1.0 if abs(prediction - label) <= 0.1 * abs(label) else 0.0
+        p, q = _text(prediction), _text(label)
+        if isinstance(prediction, bool) or isinstance(label, bool):
+            p, q = p.casefold(), q.casefold()
+        return 1.0 if p == q else 0.0
+    predicted, actual = float(prediction), float(label)  # booleans are 0 / 1
+    if actual in (0.0, 1.0):
+        return 1.0 if (predicted >= 0.5) == (actual == 1.0) else 0.0
+    return 1.0 if abs(predicted - actual) <= 0.1 * abs(actual) else 0.0
 
 
 class LabelJoin:

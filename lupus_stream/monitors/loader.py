@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from lupus_stream.monitors.spec import Catalog, Monitor, ProductSpec
+from lupus_stream.monitors.spec import Catalog, FieldError, Monitor, ProductSpec
 
 
 class MonitorError(ValueError):
@@ -27,26 +27,33 @@ class MonitorError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
-_PATH = re.compile(r"^(?P<rule>.*?) - at `\$(?P<path>[^`]*)`$", re.S)
+_PATH = re.compile(r"^(?P<rule>.*?) - at (?:`(?P<key>key)` in )?`\$(?P<path>[^`]*)`$", re.S)
 _MONITOR_INDEX = re.compile(r"^\.monitors\[(\d+)\]\.?")
+_NAMED_FIELD = re.compile(r"(?:missing required|contains unknown) field `([^`]+)`")
 
 
 def _locate(raw: Any, error: msgspec.ValidationError) -> tuple[str, str | None, str | None]:
     """Split a msgspec error into (rule, monitor name, field path inside the monitor)."""
     text = str(error)
     match = _PATH.match(text)
-    if match is None:
-        return text, None, None
-    rule, path = match.group("rule"), match.group("path")
+    if match is None:  # an error in the top-level mapping itself has no `- at` suffix
+        rule, path = text, ""
+    else:
+        rule, path = match.group("rule"), match.group("path")
+        if match.group("key"):  # a mapping key, not a value, broke the rule
+            rule = f"invalid key: {rule}"
     monitor = None
     index_match = _MONITOR_INDEX.match(path)
     if index_match:
         index = int(index_match.group(1))
         path = path[index_match.end() :]
         monitor = _monitor_name(raw, index)
-    missing = re.search(r"missing required field `([^`]+)`", rule)
-    if missing:
-        path = f"{path}.{missing.group(1)}" if path else missing.group(1)
+    named = _NAMED_FIELD.search(rule)
+    cause = error.__cause__
+    if named:
+        path = f"{path}.{named.group(1)}" if path else named.group(1)
+    elif isinstance(cause, FieldError):
+        path = f"{path}.{cause.field}" if path else cause.field
     return rule, monitor, path.lstrip(".") or None
 
 

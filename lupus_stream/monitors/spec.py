@@ -19,6 +19,21 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Z
 Duration = Annotated[str, msgspec.Meta(max_length=32)]
 
 
+class FieldError(ValueError):
+    """A `__post_init__` check failed on one field; the loader adds `field` to the path."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _duration(field: str, text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise FieldError(field, str(exc)) from None
+
+
 class _Signal(
     msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="kind"
 ):
@@ -33,11 +48,16 @@ class MetricSignal(_Signal, tag="metric", frozen=True, kw_only=True):
     absent_after: Duration | None = None
 
     def __post_init__(self) -> None:
-        if self.absent_after is not None and parse_duration(self.absent_after) <= 0:
-            raise ValueError("absent_after must be positive")
-        for value in self.labels.values():
+        if self.absent_after is not None and _duration("absent_after", self.absent_after) <= 0:
+            raise FieldError("absent_after", "absent_after must be positive")
+        for name, value in self.labels.items():
             if value.startswith(("=~", "!~")):
-                re.compile(value[2:])
+                try:
+                    re.compile(value[2:])
+                except re.error as exc:
+                    raise FieldError(
+                        f"labels.{name}", f"invalid regex {value[2:]!r}: {exc}"
+                    ) from None
 
 
 class FeatureSignal(_Signal, tag="feature", frozen=True, kw_only=True):
@@ -66,7 +86,7 @@ class AccuracySignal(_Signal, tag="accuracy", frozen=True, kw_only=True):
     join_within: Duration = "7d"
 
     def __post_init__(self) -> None:
-        parse_duration(self.join_within)
+        _duration("join_within", self.join_within)
 
 
 class FairnessSignal(_Signal, tag="fairness", frozen=True, kw_only=True):
@@ -79,7 +99,7 @@ class FairnessSignal(_Signal, tag="fairness", frozen=True, kw_only=True):
     join_within: Duration = "7d"
 
     def __post_init__(self) -> None:
-        parse_duration(self.join_within)
+        _duration("join_within", self.join_within)
 
 
 class SourceSignal(_Signal, tag="source", frozen=True, kw_only=True):
@@ -96,8 +116,10 @@ class SourceSignal(_Signal, tag="source", frozen=True, kw_only=True):
 
         try:
             ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown timezone {self.timezone!r}") from exc
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            # OSError: a key naming a directory of the tz database ("America") or an
+            # unreadable file is not a timezone either
+            raise FieldError("timezone", f"unknown timezone {self.timezone!r}") from None
 
 
 Signal = (
@@ -117,8 +139,8 @@ class AlertPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     annotations: dict[Name, str] = {}
 
     def __post_init__(self) -> None:
-        parse_duration(self.for_)
-        parse_duration(self.keep_firing_for)
+        _duration("for", self.for_)
+        _duration("keep_firing_for", self.keep_firing_for)
 
     @property
     def for_seconds(self) -> float:
@@ -138,6 +160,13 @@ class Monitor(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     alert: AlertPolicy = AlertPolicy()
     description: str = ""
     product: str = ""  # filled in from the enclosing product file
+
+    def __post_init__(self) -> None:
+        kind = self.detector.get("kind")
+        if "kind" in self.detector and not isinstance(kind, str):
+            # a non-string kind (`kind: 5`, `kind:` left empty) must not silently become
+            # the default detector of the signal
+            raise FieldError("detector.kind", f"detector kind must be a string, got {kind!r}")
 
     @property
     def id(self) -> str:

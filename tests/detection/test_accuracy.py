@@ -126,7 +126,7 @@ def test_update_many_equals_update_and_round_trip() -> None:
 
 def test_params_are_validated() -> None:
     assert AccuracyParams() == AccuracyParams(
-        window=500, reference_windows=2, min_drop=0.05, confidence=0.99
+        window=500, reference_windows=2, min_drop=0.05, confidence=0.999
     )
     assert registry.parse_params("accuracy", {"min_drop": 0.1}) == AccuracyParams(min_drop=0.1)
     for bad, field in (

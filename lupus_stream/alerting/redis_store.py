@@ -1,0 +1,313 @@
+"""Alert states in Redis, for the Kafka/Faust runtime.
+
+Delivery is at-least-once and partition ownership moves on rebalance, so two workers
+may briefly handle the same alert and any anomaly may be processed twice. This store
+makes both harmless:
+
+* every state is stored with a version that grows by one on each write;
+* `apply` reads (state, version), runs a pure transition and writes back through a Lua
+  compare-and-set that fails if the version moved meanwhile, then retries on the fresh
+  state, so a stale writer can never overwrite newer state and a transition's events
+  are returned only by the call whose write committed;
+* the same script appends the committed transition's events to a transactional outbox
+  list, so a crash between the commit and the publication cannot lose an event: publish
+  with `drain_outbox` (at-least-once, in commit order), not from `apply`'s return value;
+* `record_event` is a SET NX claim per transition, so a replayed transition is
+  notified at most once (e.g. to deduplicate outbox redeliveries downstream).
+
+Layout under `prefix` (default ``lupus:``):
+
+* ``{prefix}alert:{fp}`` hash: ``v`` version (int), ``s`` msgspec JSON of `AlertState`;
+* ``{prefix}alerts:active`` set of pending/firing fingerprints, updated by the same
+  script as the state, so `active()` never needs SCAN;
+* ``{prefix}outbox`` list of undelivered events (msgspec JSON of `AlertEvent`, oldest
+  first), appended by the same script as the state;
+* ``{prefix}outbox:lock`` short-lived lock (token, PX) held by the one draining worker;
+* ``{prefix}notified:{fp}:{status}:{starts_at}:{at}`` notification claims with a TTL.
+
+The script touches keys that do not share a hash slot: Redis Cluster is not supported
+(use a standalone, Sentinel-managed or managed non-cluster Redis).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Final
+
+import msgspec
+import redis.asyncio as aioredis
+
+from lupus_stream.alerting.lifecycle import AlertState
+from lupus_stream.contracts.records import AlertEvent
+
+Transition = Callable[[AlertState | None], tuple[AlertState | None, list[AlertEvent]]]
+"""Pure function of the stored state (None if never seen) to (new state, events).
+
+Returning None or the unchanged state means "nothing to write". It may run more than
+once per `apply` (once per conflict), so it must not have side effects.
+"""
+
+DEFAULT_PREFIX: Final = "lupus:"
+DEFAULT_OUTBOX_TTL: Final = 7 * 24 * 3600
+DEFAULT_MAX_ATTEMPTS: Final = 8
+DEFAULT_DRAIN_LIMIT: Final = 500
+OUTBOX_LOCK_MS: Final = 30_000
+ACTIVE_STATUSES: Final = frozenset({"pending", "firing"})
+
+Deliver = Callable[[list[AlertEvent]], Awaitable[None]]
+"""Publishes a batch of outbox events and returns only once the broker acknowledged all
+of them (raise if any send failed)."""
+
+_log = logging.getLogger(__name__)
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(AlertState)
+_EVENT_DECODER = msgspec.json.Decoder(AlertEvent)
+
+# KEYS[1] state hash, KEYS[2] active set, KEYS[3] outbox list.
+# ARGV[1] expected version ('' = unconditional), ARGV[2] state JSON, ARGV[3] fingerprint,
+# ARGV[4] '1' if the new state is active, ARGV[5..] event JSONs appended to the outbox
+# (only if the write commits). Returns the new version, or -1 on conflict.
+_CAS_SCRIPT: Final = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if ARGV[1] ~= '' and current ~= tonumber(ARGV[1]) then
+  return -1
+end
+local version = current + 1
+redis.call('HSET', KEYS[1], 'v', version, 's', ARGV[2])
+if ARGV[4] == '1' then
+  redis.call('SADD', KEYS[2], ARGV[3])
+else
+  redis.call('SREM', KEYS[2], ARGV[3])
+end
+for i = 5, #ARGV do
+  redis.call('RPUSH', KEYS[3], ARGV[i])
+end
+return version
+"""
+
+# KEYS[1] outbox list, KEYS[2] lock. ARGV[1] lock token, ARGV[2] entries delivered.
+# Removes the delivered head only while the caller still holds the lock: if it expired
+# (a delivery slower than the lock TTL), another drainer may have trimmed meanwhile and
+# trimming again would drop entries nobody delivered. Returns 1 if trimmed, else 0.
+_TRIM_SCRIPT: Final = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return 0
+end
+redis.call('LTRIM', KEYS[1], tonumber(ARGV[2]), -1)
+return 1
+"""
+
+# KEYS[1] lock, ARGV[1] token: delete the lock only if it is still ours.
+_UNLOCK_SCRIPT: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class AlertConflictError(RuntimeError):
+    """`apply` lost the compare-and-set race on every attempt."""
+
+
+class RedisAlertStore:
+    """Versioned alert states in Redis with optimistic concurrency and an event outbox.
+
+    Async counterpart of `AlertStore` plus `apply` (read-transition-CAS that also
+    enqueues the committed events), `drain_outbox` (at-least-once publication) and
+    `record_event`. `close()` closes the client, which the store takes ownership of.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str = DEFAULT_PREFIX,
+        *,
+        outbox_ttl: int = DEFAULT_OUTBOX_TTL,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if outbox_ttl < 1:
+            raise ValueError("outbox_ttl must be at least 1 second")
+        self.client = client
+        self.prefix = prefix
+        self.outbox_ttl = outbox_ttl
+        self.max_attempts = max_attempts
+        self._active_key = f"{prefix}alerts:active"
+        self.outbox_key = f"{prefix}outbox"
+        self.outbox_lock_key = f"{prefix}outbox:lock"
+        self._cas = client.register_script(_CAS_SCRIPT)
+        self._trim = client.register_script(_TRIM_SCRIPT)
+        self._unlock = client.register_script(_UNLOCK_SCRIPT)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        prefix: str = DEFAULT_PREFIX,
+        *,
+        outbox_ttl: int = DEFAULT_OUTBOX_TTL,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        **client_kwargs: Any,
+    ) -> RedisAlertStore:
+        """Connect lazily to `url` (``redis://``, ``rediss://`` for TLS, ``unix://``).
+
+        `client_kwargs` go to `redis.asyncio.from_url` unchanged, e.g. ``username`` /
+        ``password`` for an ACL user or ``ssl_ca_certs`` / ``ssl_certfile`` /
+        ``ssl_keyfile`` / ``ssl_cert_reqs`` for TLS.
+        """
+        client = aioredis.from_url(url, **client_kwargs)
+        return cls(client, prefix, outbox_ttl=outbox_ttl, max_attempts=max_attempts)
+
+    def state_key(self, fp: str) -> str:
+        """The hash holding the version and state of alert `fp`."""
+        return f"{self.prefix}alert:{fp}"
+
+    def event_key(self, event: AlertEvent) -> str:
+        """The notification claim of one transition (same transition, same key, anywhere)."""
+        return (
+            f"{self.prefix}notified:{event.fingerprint}:{event.status}:"
+            f"{event.starts_at.timestamp()!r}:{event.at.timestamp()!r}"
+        )
+
+    async def get(self, fp: str) -> AlertState | None:
+        """The state of one alert, or None if it was never seen."""
+        return (await self.get_versioned(fp))[0]
+
+    async def get_versioned(self, fp: str) -> tuple[AlertState | None, int]:
+        """The state of one alert and its version (0 if it was never written)."""
+        raw_version, raw_state = await self.client.hmget(self.state_key(fp), ["v", "s"])
+        if raw_state is None:
+            return None, 0
+        return _DECODER.decode(raw_state), int(raw_version or 0)
+
+    async def version(self, fp: str) -> int:
+        """How many times alert `fp` was written (0 if never)."""
+        return (await self.get_versioned(fp))[1]
+
+    async def put(self, state: AlertState) -> int:
+        """Unconditionally insert or replace `state`; returns its new version.
+
+        Enqueues no events: only `apply` produces transitions.
+        """
+        version = await self._write(state, expected=None, events=())
+        if version < 0:  # pragma: no cover - the script cannot conflict without a version
+            raise AlertConflictError(state.fingerprint)
+        return version
+
+    async def apply(self, fp: str, transition: Transition) -> list[AlertEvent]:
+        """Run `transition` on the current state of `fp` and commit it atomically.
+
+        The write only succeeds if nobody wrote `fp` since it was read; otherwise the
+        transition is re-run on the newer state (up to `max_attempts` times, then
+        `AlertConflictError`). The events of the committed transition are appended to
+        the outbox by the same atomic write, and also returned (for metrics or logs:
+        publish them with `drain_outbox`, which survives a crash right after the commit).
+        A transition that changes nothing writes nothing (and normally has no events).
+        """
+        for attempt in range(self.max_attempts):
+            old, version = await self.get_versioned(fp)
+            new, events = transition(old)
+            if new is None and events:
+                raise ValueError(f"transition for {fp} returned events without a state")
+            if new is None or (new == old and not events):
+                return []
+            if new.fingerprint != fp:
+                raise ValueError(f"transition for {fp} returned the state of {new.fingerprint}")
+            if await self._write(new, expected=version, events=events) >= 0:
+                return events
+            await asyncio.sleep(min(0.001 * 2**attempt, 0.05))
+        raise AlertConflictError(f"alert {fp}: {self.max_attempts} write conflicts in a row")
+
+    async def active(self) -> list[AlertState]:
+        """All pending or firing alerts, ordered by fingerprint."""
+        members = await self.client.smembers(self._active_key)
+        fps = sorted(_text(m) for m in members)
+        if not fps:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for fp in fps:
+                pipe.hget(self.state_key(fp), "s")
+            raws: list[bytes | str | None] = await pipe.execute()
+        states = (_DECODER.decode(raw) for raw in raws if raw is not None)
+        return [s for s in states if s.status in ACTIVE_STATUSES]
+
+    async def drain_outbox(self, deliver: Deliver, limit: int = DEFAULT_DRAIN_LIMIT) -> int:
+        """Deliver up to `limit` outbox events, oldest first, then remove them.
+
+        Only one worker drains at a time (a lock with a 30 s TTL): if another one holds
+        it, returns 0 without delivering. `deliver` gets the batch and must return only
+        once the broker acknowledged every event; the entries are removed after it
+        returns. If it raises, nothing is removed, the lock is released and the
+        exception propagates, so a later drain delivers the same events again. Delivery
+        is at-least-once: a crash between `deliver` and the removal, or a `deliver`
+        slower than the lock TTL, re-delivers a batch but never loses an event.
+
+        Returns how many events were delivered (0 if the outbox was empty or locked).
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        token = uuid.uuid4().hex
+        if not await self.client.set(self.outbox_lock_key, token, nx=True, px=OUTBOX_LOCK_MS):
+            return 0
+        try:
+            raws: list[bytes | str] = await self.client.lrange(self.outbox_key, 0, limit - 1)
+            if not raws:
+                return 0
+            await deliver([_EVENT_DECODER.decode(raw) for raw in raws])
+            trimmed = await self._trim(
+                keys=[self.outbox_key, self.outbox_lock_key], args=[token, len(raws)]
+            )
+            if not int(trimmed):
+                _log.warning(
+                    "outbox lock expired while delivering %d events: they stay queued and "
+                    "will be delivered again",
+                    len(raws),
+                )
+            return len(raws)
+        finally:
+            await self._unlock(keys=[self.outbox_lock_key], args=[token])
+
+    async def outbox_size(self) -> int:
+        """How many committed events are waiting for `drain_outbox`."""
+        return int(await self.client.llen(self.outbox_key))
+
+    async def record_event(self, event: AlertEvent) -> bool:
+        """Claim the notification of `event`: True only the first time it is seen.
+
+        Claims expire after `outbox_ttl` seconds, long enough to outlive any replay.
+        """
+        claimed = await self.client.set(self.event_key(event), 1, nx=True, ex=self.outbox_ttl)
+        return bool(claimed)
+
+    async def release_event(self, event: AlertEvent) -> None:
+        """Drop the claim of `event`, e.g. when sending its notification failed."""
+        await self.client.delete(self.event_key(event))
+
+    async def close(self) -> None:
+        """Close the client and its connection pool."""
+        await self.client.aclose()
+
+    async def _write(
+        self, state: AlertState, expected: int | None, events: Iterable[AlertEvent]
+    ) -> int:
+        args: list[str | bytes] = [
+            "" if expected is None else str(expected),
+            _ENCODER.encode(state),
+            state.fingerprint,
+            "1" if state.status in ACTIVE_STATUSES else "0",
+        ]
+        args.extend(_ENCODER.encode(event) for event in events)
+        result = await self._cas(
+            keys=[self.state_key(state.fingerprint), self._active_key, self.outbox_key],
+            args=args,
+        )
+        return int(result)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,1 @@
+"""The distributed runtime: Kafka topics, faust-streaming workers, alert state in Redis."""

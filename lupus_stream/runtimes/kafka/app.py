@@ -1,0 +1,250 @@
+"""The Faust application: agents that move bytes between topics and the pure stages.
+
+Guard-rails (see faust-streaming's known traps): concurrency 1 per agent, because a
+higher one can commit past an in-flight message; raw serializers on every topic, so
+decoding happens inside our try block and a bad message becomes a dead letter instead
+of being acknowledged and skipped by Faust; web server off (metrics are served by
+prometheus_client); `stream_wait_empty` off, because the detect stage holds its events
+unacknowledged until a snapshot covers them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import faust
+import msgspec
+from faust.types import TP
+
+from lupus_stream.alerting.async_pipeline import AsyncAlertProcessor
+from lupus_stream.alerting.pipeline import catalog_lookup
+from lupus_stream.alerting.redis_store import RedisAlertStore
+from lupus_stream.contracts import AlertEvent, Anomaly, DeadLetter
+from lupus_stream.contracts.topics import (
+    ALERTS_TOPIC,
+    ANOMALIES_TOPIC,
+    DEADLETTER_TOPIC,
+    INPUT_TOPICS,
+    TopicSpec,
+)
+from lupus_stream.monitors import Catalog
+from lupus_stream.runtimes.kafka import metrics
+from lupus_stream.runtimes.kafka.detect import DetectStage, InputMessage
+from lupus_stream.runtimes.kafka.snapshots import RedisSnapshotStore
+from lupus_stream.settings import KafkaSettings, Settings
+
+_encoder = msgspec.json.Encoder()
+_anomaly = msgspec.json.Decoder(Anomaly)
+
+
+def broker_credentials(kafka: KafkaSettings) -> Any:
+    """Faust credentials for SASL and/or SSL, or None for PLAINTEXT."""
+    import ssl
+
+    context = None
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=kafka.ssl_cafile)
+        if kafka.ssl_certfile:
+            context.load_cert_chain(kafka.ssl_certfile, kafka.ssl_keyfile)
+    if kafka.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password,
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+class KafkaOutput:
+    """The detect stage's outputs as Faust topic sends."""
+
+    def __init__(self, app: faust.App, anomalies: faust.TopicT, deadletter: faust.TopicT):
+        self.app, self.anomalies, self.deadletters = app, anomalies, deadletter
+
+    async def anomaly(self, key: str, value: bytes) -> None:
+        await self.anomalies.send(key=key.encode(), value=value)
+        metrics.RECORDS_OUT.labels(topic=self.anomalies.get_topic_name()).inc()
+
+    async def deadletter(self, key: bytes | None, value: bytes) -> None:
+        await self.deadletters.send(key=key, value=value)
+        metrics.DEADLETTERED.inc()
+        metrics.RECORDS_OUT.labels(topic=self.deadletters.get_topic_name()).inc()
+
+    async def flush(self) -> None:
+        await self.app.producer.flush()
+
+
+class KafkaRuntime:
+    """Builds the Faust app for one catalog; `start`/`stop` run it in the current loop."""
+
+    def __init__(self, settings: Settings, catalog: Catalog, topics: dict[str, TopicSpec]):
+        self.settings = settings
+        self.catalog = catalog
+        kafka, worker = settings.kafka, settings.worker
+        assert kafka.bootstrap_servers, "the Kafka runtime needs bootstrap servers"
+        partitions = kafka.partitions or topics[next(iter(INPUT_TOPICS))].partitions
+        self.app = faust.App(
+            worker.app_id,
+            broker=[f"kafka://{server.strip()}" for server in kafka.bootstrap_servers.split(",")],
+            broker_credentials=broker_credentials(kafka),
+            store="memory://",
+            datadir=worker.data_dir,
+            web_enabled=False,
+            topic_replication_factor=kafka.replication_factor,
+            topic_partitions=partitions,
+            broker_max_poll_records=worker.max_poll_records,
+            consumer_auto_offset_reset="earliest",
+            processing_guarantee="at_least_once",
+            stream_wait_empty=False,
+            consumer_group_instance_id=worker.instance_id,
+            producer_acks=-1,
+        )
+        name = settings.topic
+        self.inputs = {name(topic): self._topic(name(topic), partitions) for topic in INPUT_TOPICS}
+        self.anomalies = self._topic(name(ANOMALIES_TOPIC), partitions)
+        self.alerts = self._topic(name(ALERTS_TOPIC), None)
+        self.deadletters = self._topic(name(DEADLETTER_TOPIC), None)
+        self.redis: Any = None
+        self.alert_store: RedisAlertStore | None = None
+        self.processor: AsyncAlertProcessor | None = None
+        self.stage: DetectStage | None = None
+        self._wire()
+
+    def _topic(self, name: str, partitions: int | None) -> faust.TopicT:
+        """A topic of raw bytes: decoding happens in our code, where errors are caught."""
+        return self.app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=partitions,
+        )
+
+    async def connect(self) -> None:
+        """Create the Redis client and the stages inside the running loop."""
+        r = self.settings.redis
+        options: dict[str, Any] = {"username": r.username, "password": r.password}
+        if r.url.startswith("rediss://"):
+            options["ssl_ca_certs"] = r.ssl_ca_certs
+        self.alert_store = RedisAlertStore.from_url(
+            r.url, prefix=r.key_prefix, **{k: v for k, v in options.items() if v is not None}
+        )
+        self.redis = self.alert_store.client
+        self.processor = AsyncAlertProcessor(catalog_lookup(self.catalog), self.alert_store)
+        self.stage = DetectStage(
+            self.catalog,
+            RedisSnapshotStore(self.redis, r.key_prefix, self.settings.worker.app_id),
+            KafkaOutput(self.app, self.anomalies, self.deadletters),
+            {topic: INPUT_TOPICS[_base(topic, self.settings)] for topic in self.inputs},
+            ack=lambda event: event.ack(),
+            snapshot_every=self.settings.worker.snapshot_every,
+            snapshot_interval=self.settings.worker.snapshot_interval,
+            on_anomaly=lambda a: metrics.ANOMALIES.labels(kind=a.kind).inc(),
+        )
+
+    def _wire(self) -> None:
+        app = self.app
+        for topic_name, topic in self.inputs.items():
+            app.agent(topic, name=f"detect-{topic_name}", concurrency=1)(self._detect_agent)
+        app.agent(self.anomalies, name="alert", concurrency=1)(self._alert_agent)
+        app.timer(1.0)(self._snapshot_timer)
+        app.timer(self.settings.worker.tick_interval)(self._tick_timer)
+        app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+
+    async def _detect_agent(self, stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.noack().events():  # type: ignore[attr-defined]
+            message = event.message
+            started = time.perf_counter()
+            metrics.RECORDS_IN.labels(topic=message.topic).inc()
+            assert self.stage is not None
+            await self.stage.handle(
+                InputMessage(
+                    message.topic, message.partition, message.offset, event.key, event.value
+                ),
+                event,
+            )
+            metrics.LATENCY.labels(stage="detect").observe(time.perf_counter() - started)
+
+    async def _alert_agent(self, stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            started = time.perf_counter()
+            metrics.RECORDS_IN.labels(topic=event.message.topic).inc()
+            try:
+                anomaly = _anomaly.decode(event.value)
+                assert self.processor is not None
+                await self.processor.process(anomaly)
+                await self._drain_outbox()
+            except Exception as exc:  # kept as a dead letter, never skipped silently
+                await self._deadletter(event, f"alert stage: {type(exc).__name__}: {exc}")
+            metrics.LATENCY.labels(stage="alert").observe(time.perf_counter() - started)
+
+    async def _drain_outbox(self) -> None:
+        """Publish committed alert transitions; they leave the outbox once Kafka has them."""
+        assert self.alert_store is not None
+        while await self.alert_store.drain_outbox(self._deliver) > 0:
+            pass
+
+    async def _deliver(self, alerts: list[AlertEvent]) -> None:
+        sent = [
+            await self.alerts.send(key=a.fingerprint.encode(), value=_encoder.encode(a))
+            for a in alerts
+        ]
+        for future in sent:
+            await future  # the broker has acknowledged it
+        for alert in alerts:
+            metrics.ALERTS.labels(status=alert.status).inc()
+            metrics.RECORDS_OUT.labels(topic=self.alerts.get_topic_name()).inc()
+
+    async def _deadletter(self, event: Any, reason: str) -> None:
+        from datetime import UTC, datetime
+
+        message = event.message
+        entry = DeadLetter(
+            source=f"{message.topic}[{message.partition}]@{message.offset}",
+            reason=reason,
+            received_at=datetime.now(UTC),
+            raw=event.value or b"",
+        )
+        await self.deadletters.send(key=message.topic.encode(), value=_encoder.encode(entry))
+        metrics.DEADLETTERED.inc()
+
+    async def _snapshot_timer(self) -> None:
+        if self.alert_store is not None:
+            await self._drain_outbox()  # what a crashed worker committed but never sent
+        if self.stage is not None:
+            await self.stage.snapshot_due()
+            metrics.observe_stage(self.stage)
+
+    async def _tick_timer(self) -> None:
+        now = time.time()
+        if self.stage is not None:
+            await self.stage.tick(now)
+        if self.processor is not None:
+            await self.processor.tick(now)
+            await self._drain_outbox()
+
+    async def _on_revoked(self, app: faust.App, revoked: set[TP], **kwargs: Any) -> None:
+        if self.stage is not None:
+            inputs = set(self.inputs)
+            await self.stage.release({tp.partition for tp in revoked if tp.topic in inputs})
+
+    async def start(self) -> None:
+        await self.connect()
+        await self.app.start()
+
+    async def stop(self) -> None:
+        if self.stage is not None:
+            await self.stage.release(set(self.stage.partitions))
+        await self.app.stop()
+        if self.alert_store is not None:
+            await self.alert_store.close()
+
+
+def _base(topic: str, settings: Settings) -> str:
+    prefix = settings.kafka.topic_prefix
+    return topic[len(prefix) :] if prefix and topic.startswith(prefix) else topic
