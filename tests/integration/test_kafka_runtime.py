@@ -1,0 +1,129 @@
+"""The Kafka runtime end to end: a real broker, a real Redis, real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import urllib.request
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from tests.integration.kafka_harness import (
+    Namespace,
+    Worker,
+    metric_lines,
+    produce,
+    read_until,
+    run,
+)
+
+CATALOG = """
+product: shop
+owner: team-shop
+receiver: shop-oncall
+monitors:
+  - name: orders
+    signal: {kind: metric, name: orders}
+    detector: {kind: threshold, upper: 100}
+    alert:
+      severity: page
+"""
+
+
+@pytest.fixture()
+def ns(tmp_path: Path) -> Namespace:
+    namespace = Namespace(workdir=tmp_path)
+    (tmp_path / "detectors").mkdir()
+    (tmp_path / "detectors" / "shop.yaml").write_text(CATALOG)
+    created = namespace.lupus("topics", "create")
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.count("created") == 7
+    again = namespace.lupus("topics", "create")
+    assert again.returncode == 0 and again.stdout.count("exists") == 7
+    return namespace
+
+
+def hourly(product: str, values: list[float]) -> list[tuple[str, str, float | None]]:
+    return [(product, f"2026-03-02T{h:02d}:00:00Z", v) for h, v in enumerate(values)]
+
+
+def test_incident_becomes_anomaly_and_firing_alert_in_redis(ns: Namespace) -> None:
+    worker = Worker(ns, "w1")
+    try:
+        worker.wait_started()
+        values = [50.0, 60.0, 55.0, 500.0, 58.0]
+        run(produce(ns, "lupus.metrics", metric_lines(iter(hourly("shop", values)))))
+        anomalies = run(read_until(ns, "lupus.anomalies", lambda rs: len(rs) >= 2))
+        alerts = run(read_until(ns, "lupus.alerts", lambda rs: len(rs) >= 2))
+        metrics_url = worker.metrics_url()
+        with urllib.request.urlopen(metrics_url, timeout=10) as response:
+            exposition = response.read().decode()
+    finally:
+        assert worker.terminate(signal.SIGTERM) == 0, worker.log()
+    assert [(a["state"], a["value"]) for a in anomalies] == [
+        ("anomalous", 500.0),
+        ("recovered", 58.0),
+    ]
+    assert [a["status"] for a in alerts] == ["firing", "resolved"]
+    assert alerts[0]["monitor"] == "shop/orders" and alerts[0]["receiver"] == "shop-oncall"
+
+    async def redis_state() -> dict[str, object]:
+        client = aioredis.from_url(ns.redis_url)
+        try:
+            keys = await client.keys(f"{ns.redis_prefix}alert:*")
+            assert len(keys) == 1
+            raw = await client.hget(keys[0], "s")
+            assert raw is not None
+            return dict(json.loads(raw))
+        finally:
+            await client.aclose()
+
+    state = run(redis_state())
+    assert state["status"] == "resolved" and state["fingerprint"] == alerts[0]["fingerprint"]
+    assert 'lupus_records_in_total{topic="' + ns.topic("lupus.metrics") + '"} 5.0' in exposition
+
+
+def test_malformed_messages_go_to_the_deadletter_topic_with_reasons(ns: Namespace) -> None:
+    worker = Worker(ns, "w1")
+    try:
+        worker.wait_started()
+        good = metric_lines(iter(hourly("shop", [10.0])))
+        bad = [
+            (b"shop/orders", b"{not json"),
+            (
+                b"shop/orders",
+                b'{"type": "metric", "product": "shop", "name": "orders", '
+                b'"ts": "2026-03-02T01:00:00", "value": 1}',
+            ),
+            (
+                b"shop/orders",
+                b'[{"type": "metric", "product": "nope", "name": "orders", '
+                b'"ts": "2026-03-02T01:00:00Z", "value": 1}]',
+            ),
+            (b"shop/orders", b"\xff\xfe"),
+        ]
+        run(produce(ns, "lupus.metrics", good + bad))
+        dead = run(read_until(ns, "lupus.deadletter", lambda rs: len(rs) >= 4))
+    finally:
+        assert worker.terminate() == 0, worker.log()
+    reasons = [d["reason"] for d in dead]
+    assert len(reasons) == 4
+    assert any("malformed JSON" in r for r in reasons)
+    assert any("field ts" in r for r in reasons)
+    assert any("unknown product" in r and "record 0" in r for r in reasons)
+    assert any("UTF-8" in r for r in reasons)
+    assert all(d["source"].startswith(ns.topic("lupus.metrics")) for d in dead)
+
+
+def test_shared_services_are_reachable() -> None:
+    async def ping() -> bool:
+        client = aioredis.from_url(Namespace(workdir=Path(".")).redis_url)
+        try:
+            return bool(await client.ping())
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(ping())
