@@ -54,7 +54,7 @@ DEFAULT_PREFIX: Final = "lupus:"
 DEFAULT_OUTBOX_TTL: Final = 7 * 24 * 3600
 DEFAULT_MAX_ATTEMPTS: Final = 8
 DEFAULT_DRAIN_LIMIT: Final = 500
-OUTBOX_LOCK_MS: Final = 30_000
+OUTBOX_LOCK_MS: Final = 5_000  # a crashed drainer blocks the others this long
 ACTIVE_STATUSES: Final = frozenset({"pending", "firing"})
 
 Deliver = Callable[[list[AlertEvent]], Awaitable[None]]

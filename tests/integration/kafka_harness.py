@@ -84,12 +84,17 @@ class Namespace:
 class Worker:
     """A `lupus-stream worker` process, started and stopped like a deployment would."""
 
-    def __init__(self, ns: Namespace, name: str, **env: str) -> None:
+    def __init__(self, ns: Namespace, name: str, instance: str | None = None, **env: str) -> None:
+        """`instance` is the static group membership id (a pod name); default: `name`."""
         self.log_path = ns.workdir / f"{name}.log"
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "lupus_stream.cli.main", "worker"],
-            env=ns.env(LUPUS_WORKER_DATA_DIR=str(ns.workdir / f"data-{name}"), **env),
+            env=ns.env(
+                LUPUS_WORKER_DATA_DIR=str(ns.workdir / f"data-{name}"),
+                LUPUS_WORKER_INSTANCE_ID=instance or name,
+                **env,
+            ),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             text=True,
@@ -169,3 +174,78 @@ def metric_lines(points: Iterator[tuple[str, str, float | None]]) -> list[tuple[
         record = {"type": "metric", "product": product, "name": "orders", "ts": ts, "value": value}
         out.append((f"{product}/orders".encode(), json.dumps(record).encode()))
     return out
+
+
+async def wait_drained(ns: Namespace, topics: list[str], timeout: float = 90) -> None:
+    """Wait until the worker group has committed every offset of `topics`."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.structs import TopicPartition
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=ns.kafka)
+    consumer = AIOKafkaConsumer(bootstrap_servers=ns.kafka)
+    await admin.start()
+    await consumer.start()
+    group = f"lupus-it-{ns.tag}"
+    deadline = time.monotonic() + timeout
+    try:
+        tps = [TopicPartition(ns.topic(t), p) for t in topics for p in range(ns.partitions)]
+        while True:
+            ends = await consumer.end_offsets(tps)
+            committed = await admin.list_consumer_group_offsets(group)
+            done = all(
+                ends[tp] == 0 or (tp in committed and committed[tp].offset >= ends[tp])
+                for tp in tps
+            )
+            if done:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not drained: ends {ends}, committed {committed}")
+            await asyncio.sleep(0.5)
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def read_all(ns: Namespace, topic: str) -> list[dict[str, Any]]:
+    """Everything currently in a topic."""
+    from aiokafka.structs import TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=ns.kafka, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(ns.topic(topic), p) for p in range(ns.partitions)]
+        partitions = consumer.partitions_for_topic(ns.topic(topic)) or set()
+        tps = [TopicPartition(ns.topic(topic), p) for p in sorted(partitions)] or tps
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        records: list[dict[str, Any]] = []
+
+        async def behind() -> bool:
+            for tp in tps:
+                if await consumer.position(tp) < ends[tp]:
+                    return True
+            return False
+
+        while await behind():
+            batch = await consumer.getmany(timeout_ms=500)
+            for messages in batch.values():
+                records.extend(json.loads(m.value) for m in messages)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def wait_outbox_empty(ns: Namespace, timeout: float = 60) -> None:
+    """Wait until every committed alert transition has been published."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(ns.redis_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while await client.llen(f"{ns.redis_prefix}outbox"):
+            if time.monotonic() > deadline:
+                raise TimeoutError("alert outbox not drained")
+            await asyncio.sleep(0.2)
+    finally:
+        await client.aclose()
