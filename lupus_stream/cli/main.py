@@ -26,6 +26,36 @@ DetectorsOpt = Annotated[
 ]
 
 
+SettingsOpt = Annotated[
+    Path | None,
+    typer.Option("--settings", envvar="LUPUS_SETTINGS", help="Settings file (YAML)."),
+]
+topics_app = typer.Typer(help="Kafka topics described in topics/.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+
+
+def _settings(path: Path | None) -> Settings:
+    try:
+        return load_settings(path)
+    except SettingsError as exc:
+        errors.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _topic_specs(settings: Settings) -> dict[str, TopicSpec]:
+    try:
+        return load_topics(Path(settings.topics))
+    except (TopicError, OSError) as exc:
+        errors.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _need_broker(settings: Settings) -> None:
+    if not settings.kafka.bootstrap_servers:
+        errors.print("[red]error:[/] no Kafka broker configured: set LUPUS_KAFKA_BOOTSTRAP_SERVERS")
+        raise typer.Exit(2)
+
+
 @app.command()
 def run(
     inputs: Annotated[list[Path] | None, typer.Argument(help="JSON-lines files to read.")] = None,
@@ -44,13 +74,28 @@ def run(
             help="Drive absence checks by the wall clock (default when serving HTTP).",
         ),
     ] = None,
+    settings_file: SettingsOpt = None,
 ) -> None:
-    """Run the monitor on the embedded runtime (no Kafka, no Redis)."""
+    """Run the monitor: on Kafka when a broker is configured, else embedded (no servers).
+
+    With a broker (LUPUS_KAFKA_BOOTSTRAP_SERVERS or --settings), input files and stdin
+    are published to the input topics and this process then serves as a worker.
+    """
     from lupus_stream.runtimes.embedded import EmbeddedRuntime, Inputs
     from lupus_stream.runtimes.pipeline import Pipeline
 
-    catalog = _catalog(detectors)
+    settings = _settings(settings_file)
     files = inputs or []
+    if settings.kafka.bootstrap_servers:
+        from lupus_stream.contracts.topics import INPUT_TOPICS
+
+        topics = {kind: settings.topic(name) for name, kind in INPUT_TOPICS.items()}
+        sources: list[Path | None] = [*files, *([None] if stdin else [])]
+        if sources:
+            asyncio.run(_publish(settings, topics, sources))
+        worker(settings_file)
+        return
+    catalog = _catalog(detectors)
     for path in files:
         if not path.is_file():
             errors.print(f"[red]error:[/] input file {path} does not exist")
@@ -152,36 +197,6 @@ def backtest(
         raise typer.Exit(1)
 
 
-SettingsOpt = Annotated[
-    Path | None,
-    typer.Option("--settings", envvar="LUPUS_SETTINGS", help="Settings file (YAML)."),
-]
-topics_app = typer.Typer(help="Kafka topics described in topics/.", no_args_is_help=True)
-app.add_typer(topics_app, name="topics")
-
-
-def _settings(path: Path | None) -> Settings:
-    try:
-        return load_settings(path)
-    except SettingsError as exc:
-        errors.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
-
-
-def _topic_specs(settings: Settings) -> dict[str, TopicSpec]:
-    try:
-        return load_topics(Path(settings.topics))
-    except (TopicError, OSError) as exc:
-        errors.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
-
-
-def _need_broker(settings: Settings) -> None:
-    if not settings.kafka.bootstrap_servers:
-        errors.print("[red]error:[/] no Kafka broker configured: set LUPUS_KAFKA_BOOTSTRAP_SERVERS")
-        raise typer.Exit(2)
-
-
 @topics_app.command("create")
 def topics_create(settings_file: SettingsOpt = None) -> None:
     """Create the topics of topics/ that do not exist yet (safe to repeat)."""
@@ -221,14 +236,7 @@ def send(
     settings_file: SettingsOpt = None,
 ) -> None:
     """Publish JSON-lines records to an input topic, keyed by signal."""
-    import sys
-
-    from aiokafka import AIOKafkaProducer
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
-
     from lupus_stream.contracts.topics import INPUT_TOPICS
-    from lupus_stream.runtimes.kafka.admin import client_options
-    from lupus_stream.runtimes.kafka.send import send_lines
 
     settings = _settings(settings_file)
     _need_broker(settings)
@@ -236,34 +244,47 @@ def send(
     if base not in INPUT_TOPICS:
         errors.print(f"[red]error:[/] {topic} is not an input topic: {sorted(INPUT_TOPICS)}")
         raise typer.Exit(2)
-    size = source.stat().st_size if source is not None else None
+    asyncio.run(_publish(settings, {INPUT_TOPICS[base]: settings.topic(base)}, [source]))
 
-    async def go() -> None:
-        producer = AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=5)
-        await producer.start()
-        try:
+
+async def _publish(settings: Settings, topics: dict[str, str], sources: list[Path | None]) -> None:
+    """Send JSON-lines files (None: stdin) with a progress bar; bad records dead-lettered."""
+    import sys
+
+    from aiokafka import AIOKafkaProducer
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    from lupus_stream.contracts.topics import DEADLETTER_TOPIC
+    from lupus_stream.runtimes.kafka.admin import client_options
+    from lupus_stream.runtimes.kafka.send import send_lines
+
+    producer = AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        for source in sources:
+            size = source.stat().st_size if source is not None else None
             handle = source.open("rb") if source is not None else sys.stdin.buffer
+            name = str(source) if source is not None else "stdin"
             with (
                 handle,
                 Progress(
-                    TextColumn(f"[bold blue]{topic}"), BarColumn(), DownloadColumn(), console=errors
+                    TextColumn(f"[bold blue]{name}"), BarColumn(), DownloadColumn(), console=errors
                 ) as progress,
             ):
                 task = progress.add_task("send", total=size)
                 counts = await send_lines(
                     producer,
-                    settings.topic(base),
-                    INPUT_TOPICS[base],
+                    topics,
+                    settings.topic(DEADLETTER_TOPIC),
                     handle,
-                    on_line=lambda n: progress.advance(task, n),
+                    source=name,
+                    on_line=lambda n, task=task: progress.advance(task, n),  # type: ignore[misc]
                 )
-        finally:
-            await producer.stop()
-        for reason in counts.rejected or []:
-            errors.print(f"[yellow]rejected:[/] {reason}")
-        console.print(f"sent {counts.records} records in {counts.messages} messages")
-
-    asyncio.run(go())
+            for reason in counts.rejected or []:
+                errors.print(f"[yellow]dead-lettered:[/] {name} {reason}")
+            console.print(f"{name}: sent {counts.records} records in {counts.messages} messages")
+    finally:
+        await producer.stop()
 
 
 @app.command()

@@ -127,3 +127,44 @@ def test_shared_services_are_reachable() -> None:
             await client.aclose()
 
     assert asyncio.run(ping())
+
+
+def test_run_with_a_broker_publishes_inputs_then_works_as_a_kafka_worker(ns: Namespace) -> None:
+    import subprocess
+    import sys
+
+    lines = [
+        json.dumps(
+            {
+                "type": "metric",
+                "product": "shop",
+                "name": "orders",
+                "ts": f"2026-03-02T0{h}:00:00Z",
+                "value": v,
+            }
+        )
+        for h, v in enumerate([20.0, 30.0, 400.0])
+    ]
+    lines.append('{"type": "metric", "product": "shop"}')  # missing fields
+    source = ns.workdir / "mixed.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    log = (ns.workdir / "run.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lupus_stream.cli.main", "run", str(source)],
+        env=ns.env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        alerts = run(read_until(ns, "lupus.alerts", lambda rs: len(rs) >= 1))
+        dead = run(read_until(ns, "lupus.deadletter", lambda rs: len(rs) >= 1))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+        log.close()
+    output = (ns.workdir / "run.log").read_text()
+    assert code == 0, output
+    assert "sent 3 records" in output and "started against" in output
+    assert [a["status"] for a in alerts] == ["firing"]
+    assert len(dead) == 1 and "missing required field" in dead[0]["reason"]
+    assert dead[0]["source"].endswith("mixed.jsonl:4")

@@ -169,6 +169,7 @@ class KafkaRuntime:
                 event,
             )
             metrics.LATENCY.labels(stage="detect").observe(time.perf_counter() - started)
+            metrics.LAST_EVENT.set(time.time())
 
     async def _alert_agent(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
@@ -219,14 +220,38 @@ class KafkaRuntime:
         if self.stage is not None:
             await self.stage.snapshot_due()
             metrics.observe_stage(self.stage)
+            self._observe_lag()
+
+    def _observe_lag(self) -> None:
+        """Lag = the partition's high-water mark minus the next offset this worker needs."""
+        assert self.stage is not None
+        consumer = self.app.consumer
+        for tp in consumer.assignment():
+            if tp.topic not in self.inputs:
+                continue
+            state = self.stage.partitions.get(tp.partition)
+            if state is None:  # nothing consumed yet on this partition
+                continue
+            done = state.offsets.get(tp.topic, -1) + 1
+            try:
+                highwater = consumer.highwater(tp)
+            except Exception:  # not fetched yet: no figure rather than a wrong one
+                continue
+            if highwater is not None:
+                lag = max(0, highwater - done)
+                metrics.LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
 
     async def _tick_timer(self) -> None:
         now = time.time()
         if self.stage is not None:
             await self.stage.tick(now)
-        if self.processor is not None:
+        if self.processor is not None and self.alert_store is not None:
             await self.processor.tick(now)
             await self._drain_outbox()
+            active = await self.alert_store.active()
+            for status in ("pending", "firing"):
+                count = sum(1 for a in active if a.status == status)
+                metrics.ACTIVE_ALERTS.labels(state=status).set(count)
 
     async def _on_revoked(self, app: faust.App, revoked: set[TP], **kwargs: Any) -> None:
         if self.stage is not None:

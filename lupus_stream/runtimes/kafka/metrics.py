@@ -37,6 +37,15 @@ STATE_BYTES = Gauge(
     "lupus_snapshot_bytes", "Size of the last partition snapshot written", registry=REGISTRY
 )
 PARTITIONS = Gauge("lupus_owned_partitions", "Input partitions owned", registry=REGISTRY)
+LAG = Gauge(
+    "lupus_consumer_lag",
+    "Messages not yet processed, per input topic and partition",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+ACTIVE_ALERTS = Gauge(
+    "lupus_alerts", "Alerts by state (pending, firing)", ["state"], registry=REGISTRY
+)
 LAST_EVENT = Gauge(
     "lupus_last_event_timestamp_seconds",
     "Wall time of the last event processed",

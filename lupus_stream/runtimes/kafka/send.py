@@ -10,11 +10,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
+import msgspec
 from aiokafka import AIOKafkaProducer
 
-from lupus_stream.contracts import decode_message, encode_records
+from lupus_stream.contracts import DeadLetter, decode_message, encode_records
 from lupus_stream.contracts.records import InputRecord, Label, MetricPoint, PredictionLog
+
+_encoder = msgspec.json.Encoder()
 
 
 def signal_key(record: InputRecord) -> str:
@@ -43,28 +47,52 @@ class SendCounts:
 
 async def send_lines(
     producer: AIOKafkaProducer,
-    topic: str,
-    record_type: str,
+    topics: dict[str, str],
+    deadletter_topic: str,
     lines: Iterable[bytes],
+    source: str = "stdin",
     on_line: Callable[[int], None] | None = None,
 ) -> SendCounts:
-    """Validate each line locally and send the good records; report the bad ones."""
+    """Validate each line locally and send its records to their topics.
+
+    `topics` maps the accepted record types to topic names. Bad records are not sent to
+    an input topic but to the dead-letter topic, with the reason, and listed in the counts.
+    """
     counts = SendCounts(rejected=[])
     futures = []
+    accept = tuple(topics)
     for number, line in enumerate(lines, start=1):
         counts.lines += 1
         if on_line is not None:
             on_line(len(line))
         if not line.strip():
             continue
-        decoded = decode_message(line, accept=(record_type,))
+        decoded = decode_message(line.rstrip(b"\r\n"), accept=accept)
         for error in decoded.errors:
             assert counts.rejected is not None
             counts.rejected.append(f"line {number}: {error.describe()}")
-        for key, batch in group_by_key(decoded.records).items():
-            futures.append(await producer.send(topic, encode_records(batch), key=key.encode()))
-            counts.records += len(batch)
-            counts.messages += 1
+            entry = DeadLetter(
+                source=f"{source}:{number}",
+                reason=error.describe(),
+                received_at=datetime.now(UTC),
+                raw=error.raw or line,
+                record_index=error.index,
+                field=error.field,
+                rule=error.rule,
+            )
+            futures.append(await producer.send(deadletter_topic, _encoder.encode(entry)))
+        by_topic: dict[str, list[InputRecord]] = defaultdict(list)
+        for record in decoded.records:
+            by_topic[topics[record_type(record)]].append(record)
+        for topic, records in by_topic.items():
+            for key, batch in group_by_key(records).items():
+                futures.append(await producer.send(topic, encode_records(batch), key=key.encode()))
+                counts.records += len(batch)
+                counts.messages += 1
     for future in futures:
         await future
     return counts
+
+
+def record_type(record: InputRecord) -> str:
+    return type(record).__struct_config__.tag  # type: ignore[return-value]
