@@ -25,9 +25,10 @@ In a batch job or a threaded service (the client runs its own event loop in a th
             lupus.log_label("shop", "ranker", row.request_id, row.clicked)
         lupus.report_source_landed("shop", "orders_table", "2026-03-02", row_count=len(rows))
 
-`report_*` / `log_*` never wait for the broker: they validate (raising `ValueError`) and
-buffer. `AsyncLupusClient` belongs to the event loop that started it and is not
-thread-safe; `LupusClient` may be shared by any number of threads.
+`report_*` / `log_*` validate (raising `ValueError`) and buffer; they do not wait for the
+broker unless `max_pending` records are already waiting (then `LupusClient` blocks and
+`AsyncLupusClient` raises `BacklogFullError`). `AsyncLupusClient` belongs to the event loop
+that started it and is not thread-safe; `LupusClient` may be shared by any number of threads.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ _ERROR_AT = re.compile(r"^(?P<rule>.*?) - at (?P<key>`key` in )?`\$\.?(?P<path>[
 
 def _plain(value: Any) -> Any:
     """NumPy scalars (pandas cells) as the Python values msgspec accepts."""
-    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
         return value.item()
     return value
 
@@ -440,6 +441,8 @@ class AsyncLupusClient:
         self._batcher = Batcher(max_batch, linger)
         self._topics = {cls: self.settings.topic(name) for cls, name in _TOPIC_OF.items()}
         self._producer: Any = None
+        self._generation = 0  # of the producer; a failed delivery asks for a new one
+        self._renew = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[Batch] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -467,15 +470,7 @@ class AsyncLupusClient:
             raise RuntimeError("this client was stopped; create a new one")
         if self._loop is not None:
             return
-        producer = AIOKafkaProducer(
-            **client_options(self.settings), acks="all", enable_idempotence=True
-        )
-        try:
-            await producer.start()
-        except BaseException:
-            await producer.stop()
-            raise
-        self._producer = producer
+        self._producer = await self._new_producer()
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
         self._tasks = [
@@ -495,7 +490,8 @@ class AsyncLupusClient:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self._producer.stop()
+            if self._producer is not None:
+                await self._producer.stop()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -628,12 +624,43 @@ class AsyncLupusClient:
             for batch in self._batcher.due(self._loop.time()):
                 self._queue.put_nowait(batch)
 
+    async def _new_producer(self) -> Any:
+        producer = AIOKafkaProducer(
+            **client_options(self.settings), acks="all", enable_idempotence=True
+        )
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
+
+    async def _renew_producer(self) -> None:
+        """Replace the producer after a failed delivery.
+
+        aiokafka's idempotent producer does not resynchronise its sequence numbers when the
+        broker refuses a batch (aio-libs/aiokafka#1017): every later send to that partition
+        fails with OutOfOrderSequenceNumber. A new producer gets a new producer id.
+        """
+        old, self._producer = self._producer, None
+        self._generation += 1
+        if old is not None:
+            try:
+                await old.stop()  # settles its in-flight deliveries
+            except Exception as exc:
+                log.warning("lupus client: stopping the failed producer: %r", exc)
+        self._renew = True  # until the new one has started
+        self._producer = await self._new_producer()
+        self._renew = False
+
     async def _send_loop(self) -> None:
         """The only caller of producer.send: messages of a key keep their order."""
         assert self._queue is not None
         while True:
             batch = await self._queue.get()
             try:
+                if self._renew:
+                    await self._renew_producer()
                 delivery = await self._producer.send(
                     batch.topic, batch.encode(), key=batch.key.encode()
                 )
@@ -641,16 +668,20 @@ class AsyncLupusClient:
                 self._done(batch, exc)
             else:
                 self._inflight.add(delivery)
-                delivery.add_done_callback(partial(self._delivered, batch))
+                delivery.add_done_callback(partial(self._delivered, batch, self._generation))
             finally:
                 self._queue.task_done()
 
-    def _delivered(self, batch: Batch, delivery: asyncio.Future[Any]) -> None:
+    def _delivered(self, batch: Batch, generation: int, delivery: asyncio.Future[Any]) -> None:
         self._inflight.discard(delivery)
-        if delivery.cancelled():
-            self._done(batch, asyncio.CancelledError("delivery cancelled"))
-        else:
-            self._done(batch, delivery.exception())
+        error = (
+            asyncio.CancelledError("delivery cancelled")
+            if delivery.cancelled()
+            else delivery.exception()
+        )
+        if error is not None and generation == self._generation:
+            self._renew = True
+        self._done(batch, error)
 
     def _done(self, batch: Batch, error: BaseException | None) -> None:
         self._pending -= len(batch.records)
