@@ -226,9 +226,9 @@ class KafkaRuntime:
         """Lag = the partition's high-water mark minus the next offset this worker needs."""
         assert self.stage is not None
         consumer = self.app.consumer
-        for tp in consumer.assignment():
-            if tp.topic not in self.inputs:
-                continue
+        assigned = {tp for tp in consumer.assignment() if tp.topic in self.inputs}
+        metrics.PARTITIONS.set(len({tp.partition for tp in assigned}))
+        for tp in assigned:
             state = self.stage.partitions.get(tp.partition)
             if state is None:  # nothing consumed yet on this partition
                 continue

@@ -36,7 +36,9 @@ DETECTORS = Gauge("lupus_detector_instances", "Live detector instances", registr
 STATE_BYTES = Gauge(
     "lupus_snapshot_bytes", "Size of the last partition snapshot written", registry=REGISTRY
 )
-PARTITIONS = Gauge("lupus_owned_partitions", "Input partitions owned", registry=REGISTRY)
+PARTITIONS = Gauge(
+    "lupus_owned_partitions", "Input partition numbers assigned to this worker", registry=REGISTRY
+)
 LAG = Gauge(
     "lupus_consumer_lag",
     "Messages not yet processed, per input topic and partition",
@@ -56,7 +58,6 @@ LAST_EVENT = Gauge(
 def observe_stage(stage: DetectStage) -> None:
     DETECTORS.set(sum(len(p.engine.series) for p in stage.partitions.values()))
     STATE_BYTES.set(stage.counts.snapshot_bytes)
-    PARTITIONS.set(len(stage.partitions))
 
 
 def serve(host: str, port: int) -> int:

@@ -1,0 +1,1 @@
+"""Offline evaluation of detectors against labelled benchmarks (pure scoring, no engine)."""
