@@ -132,7 +132,8 @@ class SeasonalBaselineDetector(Detector[BaselineParams, BaselineState]):
             s.run_ts, s.run_res, s.run_side = [], [], side
         s.run_ts.append(t)
         s.run_res.append(residual)
-        detail = f"{residual / expected:+.1%} vs the same time in {len(matches)} earlier seasons"
+        change = f"{residual / expected:+.1%}" if expected else f"{residual:+.4g}"
+        detail = f"{change} vs the same time in {len(matches)} earlier seasons"
         if len(s.run_res) < p.shift_after:
             return Verdict(
                 score, True, value, expected, lower, upper, kind="outlier", detail=detail
