@@ -27,8 +27,10 @@ every record was processed.
   stage finished every message (`lupus_processing_seconds_count{stage="detect"}`) *and*
   the alert stage finished every anomaly verdict the engine must emit (the expected count
   is computed beforehand by running the engine in this process on the same records).
-  Scrapes run every 20 ms, so either end is late by at most that. Worker start-up (imports,
-  group join, partition assignment) is outside the window and reported on its own.
+  Scrapes run every 20 ms near either end of the window (100 ms in between, a scrape
+  costs the worker about 1 ms of CPU), so either end is late by at most 20 ms. Worker
+  start-up (imports, group join, partition assignment) is outside the window and is
+  reported on its own.
 
 The time until the worker has *committed* every input offset is printed too, but not used
 for the ratio: the detect stage acknowledges messages only when a snapshot covers them
@@ -51,6 +53,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import io
 import math
 import os
 import pstats
@@ -90,7 +93,9 @@ HINT = (
 PRODUCTS = ("shop", "ads", "search", "feed")
 METRICS = ("orders", "revenue", "latency_ms", "errors", "sessions")
 START = datetime(2026, 1, 5, tzinfo=UTC)
-POLL = 0.02  # seconds between two looks at the worker's counters
+# Seconds between two looks at the worker's counters: short around the two ends of the
+# window, longer in between (a scrape costs the worker about 1 ms of CPU).
+POLL_EDGE, POLL_MIDDLE = 0.02, 0.1
 TIMEOUT = 600.0  # seconds a stage may take before the benchmark gives up
 
 
@@ -271,7 +276,12 @@ async def cleanup(ns: Namespace) -> None:
 
 
 async def bare(
-    ns: Namespace, topic: str, messages: int, products: set[str], max_records: int
+    ns: Namespace,
+    topic: str,
+    messages: int,
+    products: set[str],
+    max_records: int,
+    fetch_wait_ms: int,
 ) -> tuple[int, float]:
     """Decode every message of the topic; (records, seconds from first fetch to last)."""
     consumer = AIOKafkaConsumer(
@@ -280,6 +290,7 @@ async def bare(
         group_id=f"{ns.app_id}-bare",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        fetch_max_wait_ms=fetch_wait_ms,
     )
     await consumer.start()
     try:
@@ -346,6 +357,7 @@ class PipelineTimes:
     startup: float  # worker launch -> first record consumed
     processing: float  # first record consumed -> every record and verdict processed
     committed: float | None  # first record consumed -> every input offset committed
+    cpu: float | None = None  # CPU seconds the worker used in the processing window
 
 
 async def watch(
@@ -375,7 +387,8 @@ async def watch(
             break
         if time.monotonic() > deadline:
             raise TimeoutError(f"pipeline stuck at {progress}")
-        await asyncio.sleep(POLL)
+        near_end = progress.detected >= 0.9 * messages
+        await asyncio.sleep(POLL_EDGE if first is None or near_end else POLL_MIDDLE)
     assert first is not None
     done = now
     if window is not None:
@@ -433,7 +446,7 @@ async def pipeline_subprocess(
             cpu: list[tuple[float, float]] = []
 
             def mark() -> None:
-                cpu.append((time.perf_counter(), process_cpu(proc.pid)))
+                cpu.append((time.perf_counter(), process_cpu(proc.pid)))  # at both ends
 
             times = await watch(
                 read,
@@ -444,12 +457,8 @@ async def pipeline_subprocess(
                 alive,
                 (mark, mark),
             )
-            (wall0, cpu0), (wall1, cpu1) = cpu
-            if cpu0 >= 0:
-                print(
-                    f"  worker CPU time in the window: {cpu1 - cpu0:.2f}s of {wall1 - wall0:.2f}s "
-                    f"wall ({(cpu1 - cpu0) / (wall1 - wall0):.0%} of one core)"
-                )
+            if cpu[0][1] >= 0:
+                times.cpu = cpu[1][1] - cpu[0][1]
             return times
         except BaseException:
             print(log_path.read_text(), file=sys.stderr)
@@ -486,7 +495,7 @@ async def metrics_url(log_path: Path, alive: Callable[[], None]) -> str:
         for line in log_path.read_text().splitlines():
             if line.startswith("metrics: "):
                 return line.split(" ", 1)[1].strip()
-        await asyncio.sleep(POLL)
+        await asyncio.sleep(POLL_EDGE)
     raise TimeoutError(f"no metrics line in {log_path}")
 
 
@@ -496,9 +505,10 @@ async def pipeline_inprocess(
     messages: int,
     verdicts: int,
     ends: dict[TopicPartition, int],
-    profile_path: Path,
+    profile_path: Path | None,
 ) -> PipelineTimes:
-    """The runtime in this process, profiled from the first record to the last verdict."""
+    """The runtime in this process; with a path, profiled from the first record to the
+    last verdict (cProfile)."""
     from lupus_stream.runtimes.kafka import metrics
     from lupus_stream.runtimes.kafka.app import KafkaRuntime
 
@@ -508,13 +518,12 @@ async def pipeline_inprocess(
     registry = metrics.REGISTRY
 
     async def read() -> Progress:
-        get = registry.get_sample_value
-        return Progress(
-            consumed=get("lupus_records_in_total", {"topic": input_topic}) or 0.0,
-            detected=get("lupus_processing_seconds_count", {"stage": "detect"}) or 0.0,
-            alerted=get("lupus_processing_seconds_count", {"stage": "alert"}) or 0.0,
-            deadlettered=get("lupus_deadlettered_total") or 0.0,
-        )
+        samples = {
+            (sample.name, ",".join(f'{k}="{v}"' for k, v in sample.labels.items())): sample.value
+            for family in registry.collect()
+            for sample in family.samples
+        }
+        return progress_from(samples, input_topic)
 
     def alive() -> None:
         if runtime.app.crashed:
@@ -527,7 +536,8 @@ async def pipeline_inprocess(
 
     def start() -> None:
         cpu.append(time.process_time())
-        profiler.enable()
+        if profile_path is not None:
+            profiler.enable()
 
     def end() -> None:
         profiler.disable()
@@ -545,13 +555,14 @@ async def pipeline_inprocess(
             alive,
             (start, end),
         )
-        print(f"  CPU time of this process in the window: {cpu[1] - cpu[0]:.2f}s")
+        times.cpu = cpu[1] - cpu[0]  # this whole process, benchmark polling included
         return times
     finally:
         profiler.disable()
         await runtime.stop()
         await admin.close()
-        profiler.dump_stats(str(profile_path))
+        if profile_path is not None:
+            profiler.dump_stats(str(profile_path))
 
 
 def print_profile(path: Path, top: int) -> None:
@@ -565,7 +576,7 @@ def print_profile(path: Path, top: int) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=int, default=200_000, help="records (metric points)")
+    parser.add_argument("--records", type=int, default=300_000, help="records (metric points)")
     parser.add_argument("--batch", type=int, default=250, help="records per message")
     parser.add_argument("--series", type=int, default=200, help="series (multiple of 20)")
     parser.add_argument("--partitions", type=int, default=4, help="input topic partitions")
@@ -574,15 +585,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
+        "--bare-fetch-wait-ms",
+        type=int,
+        default=50,
+        help="fetch_max_wait_ms of the bare consumer (aiokafka's default is 500)",
+    )
+    parser.add_argument(
         "--profile", type=Path, help="run the runtime in-process under cProfile, stats here"
     )
     parser.add_argument("--profile-top", type=int, default=40)
+    parser.add_argument(
+        "--in-process", action="store_true", help="run the runtime in this process (no profiler)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep topics, Redis keys, tmp dir")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # in order with the libraries' stderr
     kafka, redis_url = os.environ.get("LUPUS_TEST_KAFKA"), os.environ.get("LUPUS_TEST_REDIS_URL")
     if not kafka or not redis_url:
         print(f"LUPUS_TEST_KAFKA / LUPUS_TEST_REDIS_URL not set: {HINT}", file=sys.stderr)
@@ -625,16 +647,21 @@ async def run(args: argparse.Namespace, ns: Namespace) -> int:
         spread = ", ".join(str(ends[tp]) for tp in sorted(ends, key=lambda tp: tp.partition))
         print(f"messages per partition: {spread}")
 
-        n, bare_s = await bare(ns, topic, len(messages), products, settings.worker.max_poll_records)
+        n, bare_s = await bare(
+            ns,
+            topic,
+            len(messages),
+            products,
+            settings.worker.max_poll_records,
+            args.bare_fetch_wait_ms,
+        )
         assert n == len(records), (n, len(records))
         bare_rate = n / bare_s
         print(f"bare consumer (aiokafka + decode_message): {n} records in {bare_s:.2f}s")
 
-        if args.profile is not None:
-            times = await pipeline_inprocess(
-                ns, topic, len(messages), verdicts, ends, args.profile
-            )
-            mode = "pipeline, in-process under cProfile"
+        if args.profile is not None or args.in_process:
+            times = await pipeline_inprocess(ns, topic, len(messages), verdicts, ends, args.profile)
+            mode = "pipeline, in-process" + (" under cProfile" if args.profile else "")
         else:
             times = await pipeline_subprocess(ns, topic, len(messages), verdicts, ends)
             mode = "pipeline (lupus-stream worker: decode, engine, anomalies, alert stage, Redis)"
@@ -643,6 +670,11 @@ async def run(args: argparse.Namespace, ns: Namespace) -> int:
             f"{mode}: {len(records)} records and {verdicts} verdicts in {times.processing:.2f}s "
             f"(worker start-up before the first record: {times.startup:.2f}s)"
         )
+        if times.cpu is not None:
+            print(
+                f"  worker CPU in that window: {times.cpu:.2f}s "
+                f"({times.cpu / times.processing:.0%} of one core; the rest is waiting)"
+            )
         if times.committed is None:
             print("  input offsets not all committed within 120 s after processing")
         else:

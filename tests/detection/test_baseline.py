@@ -96,7 +96,7 @@ def test_invalid_params_are_rejected(params: dict[str, object], field: str | Non
 def test_an_expected_value_of_zero_is_not_a_crash() -> None:
     d = SeasonalBaselineDetector(BaselineParams(season="1d"))
     ts = [h * HOUR for h in range(24 * 4)]
-    verdicts = d.update_many(ts, [0.0 if h % 24 else 0.0 for h in range(24 * 4)])
+    verdicts = d.update_many(ts, [0.0] * (24 * 4))
     verdict = d.update(24 * 4 * HOUR, 5.0)
     assert verdict is not None and verdict.anomalous and "+5" in verdict.detail
     assert all(v is not None for v in verdicts)
