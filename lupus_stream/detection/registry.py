@@ -27,6 +27,7 @@ _KINDS: dict[str, tuple[str, str, InputKind]] = {
     "threshold": ("lupus_stream.detection.threshold", "ThresholdDetector", "series"),
     "robust": ("lupus_stream.detection.robust", "RobustBaselineDetector", "series"),
     "baseline": ("lupus_stream.detection.baseline", "SeasonalBaselineDetector", "series"),
+    "seasonal": ("lupus_stream.detection.seasonal", "SeasonalDetector", "series"),
     "drift": ("lupus_stream.detection.drift", "DriftDetector", "distribution"),
     "accuracy": ("lupus_stream.detection.accuracy", "AccuracyDetector", "outcome"),
     "fairness": ("lupus_stream.detection.fairness", "FairnessGapDetector", "grouped_outcome"),
