@@ -1,0 +1,91 @@
+"""Per-point update rate and serialized state size of every series detector.
+
+Data: hourly points with a daily and a weekly cycle, a slow trend and noise (ten weeks).
+River's ADWIN is timed on the same values in the same run, as the reference for a
+cheap streaming detector; the last line is `ratio=R`, the default detector's update
+rate divided by ADWIN's (higher is better).
+
+    python benchmarks/detector_speed.py [--points N] [--repeat K]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+from river.drift import ADWIN
+
+from lupus_stream.detection import registry
+
+HOUR = 3600.0
+
+
+def hourly_weekly(points: int, seed: int = 1) -> tuple[list[float], list[float]]:
+    rng = np.random.default_rng(seed)
+    ts = [i * HOUR for i in range(points)]
+    xs = [
+        1000.0
+        + 0.05 * i
+        + 200.0 * math.sin(2 * math.pi * i / 24)
+        + 80.0 * math.sin(2 * math.pi * i / 168)
+        + float(rng.normal(0, 20))
+        for i in range(points)
+    ]
+    return ts, xs
+
+
+def best_rate(run: Callable[[], None], points: int, repeat: int) -> float:
+    """Points per second of the fastest of `repeat` runs (the least disturbed one)."""
+    best = math.inf
+    for _ in range(repeat):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return points / best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=24 * 7 * 10)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    ts, xs = hourly_weekly(args.points)
+
+    def adwin() -> None:
+        detector = ADWIN()
+        for x in xs:
+            detector.update(x)
+
+    adwin_rate = best_rate(adwin, args.points, args.repeat)
+    series = sorted(k for k in registry.kinds() if registry.input_kind(k) == "series")
+    default = registry.default_kind("series")
+    print(
+        f"{args.points} hourly points (daily + weekly cycle, trend, noise), best of "
+        f"{args.repeat} runs"
+    )
+    print(f"{'detector':<12} {'points/s':>12} {'us/point':>10} {'state bytes':>12}")
+    print(f"{'adwin':<12} {adwin_rate:>12,.0f} {1e6 / adwin_rate:>10.2f} {'-':>12}")
+    rates: dict[str, float] = {}
+    for kind in series:
+        params = {"upper": 1e9} if kind == "threshold" else {}
+
+        def one(kind: str = kind, params: dict[str, object] = params) -> None:
+            detector = registry.make(kind, params)
+            update = detector.update
+            for t, x in zip(ts, xs, strict=True):
+                update(t, x)
+
+        rates[kind] = best_rate(one, args.points, args.repeat)
+        detector = registry.make(kind, params)
+        detector.update_many(ts, xs)
+        size = len(detector.to_bytes())
+        mark = " (default)" if kind == default else ""
+        print(f"{kind:<12} {rates[kind]:>12,.0f} {1e6 / rates[kind]:>10.2f} {size:>12,}{mark}")
+    print(f"ratio={rates[default] / adwin_rate:.3f}")
+
+
+if __name__ == "__main__":
+    main()
