@@ -11,7 +11,11 @@ makes both harmless:
   are returned only by the call whose write committed;
 * the same script appends the committed transition's events to a transactional outbox
   list, so a crash between the commit and the publication cannot lose an event: publish
-  with `drain_outbox` (at-least-once, in commit order), not from `apply`'s return value;
+  with `drain_outbox` (in commit order), not from `apply`'s return value;
+* a drain marks its batch in flight before publishing and clears the mark in the same
+  step that trims the batch, so the next drainer knows when a predecessor died between
+  the broker's acknowledgement and the trim, and asks the topic (`published`) which of
+  those transitions it already holds instead of publishing them twice;
 * `record_event` is a SET NX claim per transition, so a replayed transition is
   notified at most once (e.g. to deduplicate outbox redeliveries downstream).
 
@@ -23,6 +27,7 @@ Layout under `prefix` (default ``lupus:``):
 * ``{prefix}outbox`` list of undelivered events (msgspec JSON of `AlertEvent`, oldest
   first), appended by the same script as the state;
 * ``{prefix}outbox:lock`` short-lived lock (token, PX) held by the one draining worker;
+* ``{prefix}outbox:inflight`` present while a batch is being published (its size);
 * ``{prefix}notified:{fp}:{status}:{starts_at}:{at}`` notification claims with a TTL.
 
 The script touches keys that do not share a hash slot: Redis Cluster is not supported
@@ -61,6 +66,10 @@ Deliver = Callable[[list[AlertEvent]], Awaitable[None]]
 """Publishes a batch of outbox events and returns only once the broker acknowledged all
 of them (raise if any send failed)."""
 
+Published = Callable[[list[AlertEvent]], Awaitable[set[str]]]
+"""The `transition_id`s of those events that the destination already holds. Asked only
+when the previous drain was interrupted between publishing and trimming its batch."""
+
 _log = logging.getLogger(__name__)
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(AlertState)
@@ -88,15 +97,17 @@ end
 return version
 """
 
-# KEYS[1] outbox list, KEYS[2] lock. ARGV[1] lock token, ARGV[2] entries delivered.
-# Removes the delivered head only while the caller still holds the lock: if it expired
-# (a delivery slower than the lock TTL), another drainer may have trimmed meanwhile and
-# trimming again would drop entries nobody delivered. Returns 1 if trimmed, else 0.
+# KEYS[1] outbox list, KEYS[2] lock, KEYS[3] in-flight mark. ARGV[1] lock token,
+# ARGV[2] entries delivered. Removes the delivered head and the in-flight mark only while
+# the caller still holds the lock: if it expired (a delivery slower than the lock TTL),
+# another drainer may have trimmed meanwhile and trimming again would drop entries
+# nobody delivered. Returns 1 if trimmed, else 0.
 _TRIM_SCRIPT: Final = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return 0
 end
 redis.call('LTRIM', KEYS[1], tonumber(ARGV[2]), -1)
+redis.call('DEL', KEYS[3])
 return 1
 """
 
@@ -140,6 +151,7 @@ class RedisAlertStore:
         self._active_key = f"{prefix}alerts:active"
         self.outbox_key = f"{prefix}outbox"
         self.outbox_lock_key = f"{prefix}outbox:lock"
+        self.outbox_inflight_key = f"{prefix}outbox:inflight"
         self._cas = client.register_script(_CAS_SCRIPT)
         self._trim = client.register_script(_TRIM_SCRIPT)
         self._unlock = client.register_script(_UNLOCK_SCRIPT)
@@ -169,10 +181,7 @@ class RedisAlertStore:
 
     def event_key(self, event: AlertEvent) -> str:
         """The notification claim of one transition (same transition, same key, anywhere)."""
-        return (
-            f"{self.prefix}notified:{event.fingerprint}:{event.status}:"
-            f"{event.starts_at.timestamp()!r}:{event.at.timestamp()!r}"
-        )
+        return f"{self.prefix}notified:{transition_id(event)}"
 
     async def get(self, fp: str) -> AlertState | None:
         """The state of one alert, or None if it was never seen."""
@@ -236,18 +245,28 @@ class RedisAlertStore:
         states = (_DECODER.decode(raw) for raw in raws if raw is not None)
         return [s for s in states if s.status in ACTIVE_STATUSES]
 
-    async def drain_outbox(self, deliver: Deliver, limit: int = DEFAULT_DRAIN_LIMIT) -> int:
+    async def drain_outbox(
+        self,
+        deliver: Deliver,
+        limit: int = DEFAULT_DRAIN_LIMIT,
+        published: Published | None = None,
+    ) -> int:
         """Deliver up to `limit` outbox events, oldest first, then remove them.
 
-        Only one worker drains at a time (a lock with a 30 s TTL): if another one holds
+        Only one worker drains at a time (a lock with a short TTL): if another one holds
         it, returns 0 without delivering. `deliver` gets the batch and must return only
         once the broker acknowledged every event; the entries are removed after it
         returns. If it raises, nothing is removed, the lock is released and the
-        exception propagates, so a later drain delivers the same events again. Delivery
-        is at-least-once: a crash between `deliver` and the removal, or a `deliver`
-        slower than the lock TTL, re-delivers a batch but never loses an event.
+        exception propagates, so a later drain delivers the same events again.
 
-        Returns how many events were delivered (0 if the outbox was empty or locked).
+        A drain that died between `deliver` and the removal leaves its batch marked in
+        flight; the next drain then asks `published` which of the head events the
+        destination already holds and delivers only the others. Without `published`
+        such a batch is delivered again (at-least-once). A `deliver` slower than the
+        lock TTL can still overlap with the next drainer and duplicate a batch; it never
+        loses an event.
+
+        Returns how many events left the outbox (0 if it was empty or locked).
         """
         if limit < 1:
             raise ValueError("limit must be at least 1")
@@ -255,12 +274,30 @@ class RedisAlertStore:
         if not await self.client.set(self.outbox_lock_key, token, nx=True, px=OUTBOX_LOCK_MS):
             return 0
         try:
-            raws: list[bytes | str] = await self.client.lrange(self.outbox_key, 0, limit - 1)
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.lrange(self.outbox_key, 0, limit - 1)
+                pipe.exists(self.outbox_inflight_key)
+                raws, interrupted = await pipe.execute()
             if not raws:
                 return 0
-            await deliver([_EVENT_DECODER.decode(raw) for raw in raws])
+            events = [_EVENT_DECODER.decode(raw) for raw in raws]
+            todo = events
+            if interrupted and published is not None:
+                held = await published(events)
+                todo = [e for e in events if transition_id(e) not in held]
+                if len(todo) < len(events):
+                    _log.warning(
+                        "outbox: %d of %d events were published before an interrupted "
+                        "drain could trim them; not publishing them again",
+                        len(events) - len(todo),
+                        len(events),
+                    )
+            await self.client.set(self.outbox_inflight_key, len(raws))
+            if todo:
+                await deliver(todo)
             trimmed = await self._trim(
-                keys=[self.outbox_key, self.outbox_lock_key], args=[token, len(raws)]
+                keys=[self.outbox_key, self.outbox_lock_key, self.outbox_inflight_key],
+                args=[token, len(raws)],
             )
             if not int(trimmed):
                 _log.warning(
@@ -307,6 +344,14 @@ class RedisAlertStore:
             args=args,
         )
         return int(result)
+
+
+def transition_id(event: AlertEvent) -> str:
+    """Names one transition: the same alert, status, start and time give the same id."""
+    return (
+        f"{event.fingerprint}:{event.status}:"
+        f"{event.starts_at.timestamp()!r}:{event.at.timestamp()!r}"
+    )
 
 
 def _text(value: bytes | str) -> str:

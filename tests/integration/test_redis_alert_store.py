@@ -19,7 +19,7 @@ from lupus_stream.alerting.async_pipeline import AsyncAlertProcessor
 from lupus_stream.alerting.fingerprint import alert_labels, fingerprint
 from lupus_stream.alerting.lifecycle import AlertState, on_anomaly
 from lupus_stream.alerting.pipeline import AlertProcessor
-from lupus_stream.alerting.redis_store import AlertConflictError, RedisAlertStore
+from lupus_stream.alerting.redis_store import AlertConflictError, RedisAlertStore, transition_id
 from lupus_stream.alerting.sqlite_store import SqliteAlertStore
 from lupus_stream.contracts.records import AlertEvent, Anomaly
 from lupus_stream.monitors.spec import Monitor
@@ -623,3 +623,61 @@ def test_crash_after_commit_still_delivers_the_firing_event_once(
     assert statuses(committed) == ["firing"]
     delivered = run(next_worker())
     assert delivered == committed
+
+
+class Killed(BaseException):
+    """The worker dies after the broker acknowledged its batch, before the trim."""
+
+
+def test_interrupted_drain_publishes_only_what_the_topic_lacks(redis_url: str, prefix: str) -> None:
+    async def scenario() -> None:
+        store = RedisAlertStore.from_url(redis_url, prefix=prefix)
+        expected = [await enqueue(store, f"fp{i}", i) for i in range(4)]
+        topic: list[AlertEvent] = []
+
+        async def acked_then_killed(events: list[AlertEvent]) -> None:
+            topic.extend(events[:2])  # the broker got two of them, then the process died
+            raise Killed
+
+        with pytest.raises(Killed):
+            await store.drain_outbox(acked_then_killed)
+        assert await store.outbox_size() == 4
+        assert await store.client.exists(store.outbox_inflight_key) == 1
+        asked: list[list[AlertEvent]] = []
+
+        async def published(events: list[AlertEvent]) -> set[str]:
+            asked.append(events)
+            return {transition_id(e) for e in topic}
+
+        collect = Collector()
+        assert await store.drain_outbox(collect, published=published) == 4
+        assert asked == [expected]
+        assert collect.delivered == expected[2:]
+        assert await store.outbox_size() == 0
+        assert await store.client.exists(store.outbox_inflight_key) == 0
+        # A clean drain does not ask the topic.
+        later = await enqueue(store, "fp9", 9)
+        assert await store.drain_outbox(collect, published=published) == 1
+        assert len(asked) == 1
+        assert collect.delivered[-1] == later
+        await store.close()
+
+    run(scenario())
+
+
+def test_interrupted_drain_without_a_readback_delivers_again(redis_url: str, prefix: str) -> None:
+    async def scenario() -> None:
+        store = RedisAlertStore.from_url(redis_url, prefix=prefix)
+        expected = [await enqueue(store, f"fp{i}", i) for i in range(2)]
+
+        async def killed(events: list[AlertEvent]) -> None:
+            raise Killed
+
+        with pytest.raises(Killed):
+            await store.drain_outbox(killed)
+        collect = Collector()
+        assert await store.drain_outbox(collect) == 2  # at-least-once: nothing is lost
+        assert collect.delivered == expected
+        await store.close()
+
+    run(scenario())

@@ -10,6 +10,7 @@ unacknowledged until a snapshot covers them.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -30,10 +31,13 @@ from lupus_stream.contracts.topics import (
 )
 from lupus_stream.monitors import Catalog
 from lupus_stream.runtimes.kafka import metrics
+from lupus_stream.runtimes.kafka.admin import client_options
 from lupus_stream.runtimes.kafka.detect import DetectStage, InputMessage
+from lupus_stream.runtimes.kafka.readback import published_transitions
 from lupus_stream.runtimes.kafka.snapshots import RedisSnapshotStore
 from lupus_stream.settings import KafkaSettings, Settings
 
+_log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
 _anomaly = msgspec.json.Decoder(Anomaly)
 
@@ -179,15 +183,22 @@ class KafkaRuntime:
                 anomaly = _anomaly.decode(event.value)
                 assert self.processor is not None
                 await self.processor.process(anomaly)
-                await self._drain_outbox()
             except Exception as exc:  # kept as a dead letter, never skipped silently
                 await self._deadletter(event, f"alert stage: {type(exc).__name__}: {exc}")
+            await self._publish_transitions()
             metrics.LATENCY.labels(stage="alert").observe(time.perf_counter() - started)
+
+    async def _publish_transitions(self) -> None:
+        """Drain the outbox; a failure leaves it queued for the next drain (the timer's)."""
+        try:
+            await self._drain_outbox()
+        except Exception:
+            _log.exception("publishing alert transitions failed; they stay in the outbox")
 
     async def _drain_outbox(self) -> None:
         """Publish committed alert transitions; they leave the outbox once Kafka has them."""
         assert self.alert_store is not None
-        while await self.alert_store.drain_outbox(self._deliver) > 0:
+        while await self.alert_store.drain_outbox(self._deliver, published=self._published) > 0:
             pass
 
     async def _deliver(self, alerts: list[AlertEvent]) -> None:
@@ -200,6 +211,11 @@ class KafkaRuntime:
         for alert in alerts:
             metrics.ALERTS.labels(status=alert.status).inc()
             metrics.RECORDS_OUT.labels(topic=self.alerts.get_topic_name()).inc()
+
+    async def _published(self, alerts: list[AlertEvent]) -> set[str]:
+        """After a crash mid-publication: which of these transitions the topic has."""
+        options = client_options(self.settings)
+        return await published_transitions(options, self.alerts.get_topic_name(), alerts)
 
     async def _deadletter(self, event: Any, reason: str) -> None:
         from datetime import UTC, datetime
@@ -216,7 +232,7 @@ class KafkaRuntime:
 
     async def _snapshot_timer(self) -> None:
         if self.alert_store is not None:
-            await self._drain_outbox()  # what a crashed worker committed but never sent
+            await self._publish_transitions()  # what a crashed worker committed but never sent
         if self.stage is not None:
             await self.stage.snapshot_due()
             metrics.observe_stage(self.stage)
@@ -247,7 +263,7 @@ class KafkaRuntime:
             await self.stage.tick(now)
         if self.processor is not None and self.alert_store is not None:
             await self.processor.tick(now)
-            await self._drain_outbox()
+            await self._publish_transitions()
             active = await self.alert_store.active()
             for status in ("pending", "firing"):
                 count = sum(1 for a in active if a.status == status)

@@ -11,10 +11,17 @@ snapshot; after a crash or a partition move the new owner restores the snapshot,
 Kafka redelivers from the committed offset, and events at or below the snapshot's
 offsets are skipped. Anomalies produced after the snapshot are produced again with the
 same deterministic ids, which the alert stage recognises.
+
+One lock serialises message handling, ticks and snapshots. The four input agents and
+the snapshot timer are separate tasks of one event loop, and a message's handling
+awaits its sends: without the lock a snapshot could capture an engine that has seen
+half of a batched message while its offset says none of it, and the restored worker
+would apply that half twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -107,6 +114,7 @@ class DetectStage:
         self.on_anomaly = on_anomaly
         self.partitions: dict[int, PartitionState] = {}
         self.counts = StageCounts()
+        self._lock = asyncio.Lock()
         self._products = set(catalog.products)
 
     async def partition(self, number: int) -> PartitionState:
@@ -124,6 +132,10 @@ class DetectStage:
 
     async def handle(self, message: InputMessage, handle: Any) -> None:
         """Process one message; never raises: failures become dead letters."""
+        async with self._lock:
+            await self._handle(message, handle)
+
+    async def _handle(self, message: InputMessage, handle: Any) -> None:
         state = await self.partition(message.partition)
         if message.offset <= state.offsets.get(message.topic, -1):
             self.counts.skipped += 1
@@ -136,7 +148,7 @@ class DetectStage:
         state.offsets[message.topic] = message.offset
         state.pending.append(handle)
         if len(state.pending) >= self.snapshot_every:
-            await self.snapshot(message.partition)
+            await self._snapshot(message.partition)
 
     async def _process(self, state: PartitionState, message: InputMessage) -> None:
         record_type = self.record_types[message.topic]
@@ -183,6 +195,10 @@ class DetectStage:
 
     async def snapshot(self, number: int) -> None:
         """Flush outputs, store the partition's state, then acknowledge what it covers."""
+        async with self._lock:
+            await self._snapshot(number)
+
+    async def _snapshot(self, number: int) -> None:
         state = self.partitions.get(number)
         if state is None or not state.pending:
             return
@@ -200,19 +216,22 @@ class DetectStage:
 
     async def snapshot_due(self) -> None:
         """Snapshot partitions whose last snapshot is older than the interval."""
-        now = time.monotonic()
-        for number, state in list(self.partitions.items()):
-            if state.pending and now - state.last_snapshot >= self.snapshot_interval:
-                await self.snapshot(number)
+        async with self._lock:
+            now = time.monotonic()
+            for number, state in list(self.partitions.items()):
+                if state.pending and now - state.last_snapshot >= self.snapshot_interval:
+                    await self._snapshot(number)
 
     async def release(self, numbers: set[int]) -> None:
         """Partitions moved away: store their state and forget them."""
-        for number in numbers:
-            if number in self.partitions:
-                await self.snapshot(number)
-                del self.partitions[number]
+        async with self._lock:
+            for number in numbers:
+                if number in self.partitions:
+                    await self._snapshot(number)
+                    del self.partitions[number]
 
     async def tick(self, now: float) -> None:
         """Absence and freshness checks on the owned partitions (wall clock)."""
-        for state in list(self.partitions.values()):
-            await self.emit(state.engine.tick(now))
+        async with self._lock:
+            for state in list(self.partitions.values()):
+                await self.emit(state.engine.tick(now))
