@@ -36,6 +36,9 @@ class Row:
     x: float | None = None
     score: float = 0.0
     changepoint: int = 0
+    expected: float | None = None  # the detector's expectation and band, where it has one
+    lower: float | None = None
+    upper: float | None = None
 
 
 @dataclass
@@ -123,6 +126,7 @@ def backtest(
         if verdict is None:
             continue
         row.score = min(1.0, max(0.0, verdict.score)) if verdict.score == verdict.score else 0.0
+        row.expected, row.lower, row.upper = verdict.expected, verdict.lower, verdict.upper
         result.anomalies += verdict.anomalous
         if verdict.changepoint_at is not None and verdict.changepoint_at in by_time:
             by_time[verdict.changepoint_at].changepoint = 1
