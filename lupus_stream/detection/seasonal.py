@@ -1,36 +1,66 @@
-"""Seasonal detector: online seasonal-trend decomposition with robust residual scoring.
+"""Seasonal detector: online seasonal-trend model, calibrated tail scores, one alert per incident.
 
 The default detector of a metric monitor. Business and model metrics have daily and
 weekly cycles and drift slowly; the question is never "is this value high?" but "is it
-far from what this hour of this weekday usually looks like, given the recent level?".
+far from what this hour of this weekday usually looks like, given the recent level, and
+is that rarer than what this series usually does?".
 
 How it works, per series:
 
 1. **Sampling interval** from the median of the first gaps between points; phases are
    computed from timestamps, so gaps, irregular sampling and late points keep their
    place in the cycle.
-2. **Period detection.** Once the history holds two candidate periods (a day, a week)
-   the detector decomposes it (centred moving average for the trend, per-phase medians
-   for the season) and keeps a period whose seasonal strength
-   `1 - var(remainder) / var(season + remainder)` (robust variances) is at least
+2. **Period detection.** Once the history (float32 on the sampling grid, at most
+   `MAX_HISTORY` cells) holds three cycles of a candidate period (a day, a week; a
+   period is a candidate only if it spans at least four sampling intervals), the
+   detector decomposes it (centred moving average for the trend, per-phase medians for
+   the season) and keeps a period whose seasonal strength
+   `1 - var(remainder) / var(detrended)`, corrected for the `1/k` share of the variance
+   a profile fitted to `k` cycles explains even in pure noise, is at least
    `min_strength`. A week is tested on what the daily season leaves. Until a decision
-   it re-tests each new period of data, up to `max_checks` times; `period` in the
+   it re-tests each new cycle of data, up to `max_checks` times; `period` in the
    parameters (`auto`, `none`, `1d`, `1w`, `1d+1w`) can also fix it.
 3. **Online model** (O(1) per point): `expected = level + daily[phase] + weekly[phase]`.
    The residual updates level, profiles and a robust scale (an exponentially weighted
    mean absolute residual) with Huber-clipped steps, so an outlier moves nothing much.
-4. **Score.** `z = residual / scale`, two-sided normal tail probability `p`, and
-   `score = L / (L + 6)` with `L = log10(1/p)`: monotone in `p`, so one threshold means
-   the same on every series (0.5 is `p = 1e-6`), and graded however extreme the point,
-   where `1 - p` would round to 1.0 beyond z = 8. A point is anomalous when its score
-   reaches the threshold (0.5 at the default `sensitivity` 0.5; higher sensitivity =
-   lower threshold = more alerts).
-5. **Level shifts.** `shift_after` anomalies in a row on one side are a new level: the
-   detector reports it once (`changepoint_at` = the run's first point, kind
+4. **Three surprises** of the standardised residual `z = residual / scale`:
+   the point itself (`|z|`), a short exponentially weighted mean of the clipped `z`
+   (a level shift or a broken season: many moderate residuals on one side) and a longer
+   weighted mean of the clipped `z²` (more variance, denser spikes), the last two
+   divided by their own long-run spread.
+5. **Calibration** (peaks over threshold): each surprise `a` is compared with this
+   series' own history of that surprise. Above `TAIL_START` its tail is modelled as
+   exponential, `P(A > a) = rate * exp(-(a - TAIL_START) / excess)`, with the exceedance
+   rate and the mean excess learned online (starting from a normal tail, made heavier so
+   a cold start does not alarm). A spiky series has a high rate and a long excess, so
+   its routine spikes are routine; a quiet one that starts to misbehave is not.
+6. **Score.** `L = log10(1/p)` of the smallest of the three tail probabilities, times
+   three (Bonferroni), and `score = L / (L + 6)`: monotone in `p`, so one threshold
+   means the same on every series (0.5 is `p = 1e-6`). A point is anomalous when its
+   score reaches the threshold (0.5 at the default `sensitivity` 0.5; higher
+   sensitivity = lower threshold = more alerts).
+7. **One alert per incident (burst suppression).** A point whose `L` reaches a third
+   of the alarm level opens an incident (or keeps it open); it closes after
+   `refractory` points below that level. Inside an open incident a point scores 0
+   unless its `L` is at least 1.5 times the incident's worst so far, so a continuing
+   anomaly is reported once and only a clear escalation scores again. The score is new
+   evidence; the verdict's `anomalous` flag is the point's own state (beyond the alarm
+   level, suppressed or not), so an alert stays firing while the incident lasts.
+8. **Level shifts.** `shift_after` point alarms in a row on one side are a new level:
+   the detector reports it (`changepoint_at` = the run's first point, kind
    `level_shift`) and moves the level by the run's median residual.
 
-Cold start: until a period is decided, the model is level-only (a robust baseline), with
-the scale taken from the median absolute deviation of the first points.
+Cold start: the first `warmup` points only set level and scale (score 0). Until a period
+is decided the model is level-only, its scale the larger of the MAD- and mean-absolute-
+deviation estimates of the first points (so an unmodelled cycle is not an outlier). The
+tails start from a heavier-than-normal prior worth `TAIL_PRIOR_POINTS` points. When a
+season is installed, level and scale restart from what it leaves of the history (the
+scale corrected for the noise an in-sample profile absorbs). Tails learn from every
+point, anomalies included, so a series' new normal stops alerting.
+
+Late or duplicate points (event time not after the last one) are scored as a point
+against the current model and teach it nothing; missing values (None, NaN) give no
+verdict.
 """
 
 from __future__ import annotations
@@ -51,9 +81,19 @@ MEAN_ABS_TO_SIGMA = 1.2533
 HALF_SCORE_LOG10_P = 6.0  # score 0.5 at p = 1e-6
 INTERVAL_SAMPLES = 16
 MAX_HISTORY = 4096  # raw points kept for the period decision (a fortnight of 5-min data)
-TAIL_START = 3.0  # |z| beyond which the tail is learned rather than assumed normal
+MIN_POINTS_PER_CYCLE = 4  # a period is a candidate only if it holds this many intervals
+MIN_CYCLES = 3  # cycles of history before a period is tested
+TAIL_START = 2.0  # surprise beyond which the tail is learned rather than assumed
 TAIL_PRIOR_RATE = math.erfc(TAIL_START / math.sqrt(2.0))  # a normal tail to start from
-TAIL_PRIOR_EXCESS = 0.3  # mean excess of a normal beyond 3 sigma, about 1/3
+TAIL_PRIOR_EXCESS = 0.6  # a normal's mean excess beyond 2 is 0.37: start heavier
+TAIL_PRIOR_POINTS = 200.0  # weight of the prior rate, in points
+TAIL_PRIOR_EXCEEDANCES = 10.0  # weight of the prior excess, in exceedances
+SURPRISE_CLIP = 6.0  # |z| is clipped here before entering the windowed surprises
+COMPONENTS = 3
+NOTE_FRACTION = 1.0 / 3.0  # a surprise this fraction of the alarm level opens an incident
+ESCALATION = 1.5  # inside an incident, log10(1/p) must grow by this factor to alert again
+LOG10_COMPONENTS = math.log10(COMPONENTS)
+LN10 = math.log(10.0)
 _FLOAT = struct.Struct("<f")
 _NAN = _FLOAT.pack(math.nan)
 
@@ -61,7 +101,7 @@ Period = Literal["auto", "none", "1d", "1w", "1d+1w"]
 
 
 class SeasonalParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Sensitivity, period choice, adaptation rates and the level-shift run length."""
+    """Sensitivity, period choice, adaptation rates, surprise windows, incident length."""
 
     sensitivity: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.5
     period: Period = "auto"
@@ -72,9 +112,10 @@ class SeasonalParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     scale_rate: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.02
     clip: Annotated[float, msgspec.Meta(gt=0.0)] = 3.0
     warmup: Annotated[int, msgspec.Meta(ge=3, le=1000)] = 12
-    short_window: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
-    long_rate: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.002
-    mode: Literal["point", "likelihood"] = "likelihood"
+    shift_rate: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.2
+    spread_rate: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.02
+    memory: Annotated[int, msgspec.Meta(ge=10, le=1_000_000)] = 2000
+    refractory: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 36
     shift_after: Annotated[int, msgspec.Meta(ge=1)] = 3
 
     @property
@@ -84,7 +125,7 @@ class SeasonalParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
 
 class SeasonalState(msgspec.Struct):
-    """Learned model: interval, period decision, level, profiles, scale, history."""
+    """Learned model: interval, period decision, level, profiles, scale, tails, incident."""
 
     n: int = 0
     t_last: float | None = None
@@ -100,15 +141,27 @@ class SeasonalState(msgspec.Struct):
     level: float = 0.0
     scale: float = 0.0
     warm: list[float] = []
+    ready: bool = False
     history: bytearray = bytearray()  # float32 values on the sampling grid (NaN = gap)
+    history_t0: float = 0.0  # event time of the first history cell
+    # windowed surprises: short mean of clipped z, its long-run mean square; long mean of
+    # clipped z^2, its long-run mean and variance
+    shift: float = 0.0
+    shift_ms: float = 0.0
+    spread: float = 1.0
+    spread_mean: float = 1.0
+    spread_var: float = 0.0
+    # tails (peaks over TAIL_START) of the three surprises: exceedance rate, mean excess
+    rate: list[float] = []
+    excess: list[float] = []
+    exceeded: list[float] = []
+    # the open incident: its worst log10(1/p) and points left before it closes
+    peak: float = 0.0
+    band_z: float = 0.0  # |z| at which a point alone alarms (for the expected band)
+    open_for: int = 0
     run_ts: list[float] = []
     run_res: list[float] = []
     run_side: int = 0
-    recent: list[float] = []  # the last `short_window` raw surprises
-    recent_at: int = 0
-    long_mean: float = 0.0  # of the short-window average of raw surprises
-    long_var: float = 0.0
-    long_n: int = 0
 
 
 def _bins(period: float, interval: float) -> int:
@@ -124,10 +177,13 @@ def _robust_var(x: np.ndarray) -> float:
     return (MAD_TO_SIGMA * mad) ** 2
 
 
-def decompose(values: np.ndarray, bins: int, phases: np.ndarray) -> tuple[np.ndarray, float]:
+def decompose(
+    values: np.ndarray, bins: int, phases: np.ndarray
+) -> tuple[np.ndarray, float, np.ndarray]:
     """Per-phase median season of `values` around a centred moving-average trend.
 
-    Returns the season profile (length `bins`, centred on 0) and the seasonal strength.
+    Returns the season profile (length `bins`, centred on 0), the seasonal strength and
+    the remainder (values minus trend minus season, on the inner part of the history).
     """
     kernel = np.ones(bins) / bins
     trend = np.convolve(values, kernel, mode="same")
@@ -136,123 +192,278 @@ def decompose(values: np.ndarray, bins: int, phases: np.ndarray) -> tuple[np.nda
     detrended = values[inner] - trend[inner]
     ph = phases[inner]
     profile = np.zeros(bins)
+    order = np.argsort(ph, kind="stable")
+    sorted_ph = ph[order]
+    sorted_values = detrended[order]
+    bounds = np.searchsorted(sorted_ph, np.arange(bins + 1))
     for b in range(bins):
-        at = detrended[ph == b]
-        if at.size:
-            profile[b] = float(np.median(at))
+        lo, hi = bounds[b], bounds[b + 1]
+        if hi > lo:
+            profile[b] = float(np.median(sorted_values[lo:hi]))
     profile -= float(np.median(profile))
     season = profile[ph]
     remainder = detrended - season
-    total = _robust_var(season + remainder)
+    total = float(np.var(detrended))
     if total <= 0.0:
-        return profile, 0.0
-    return profile, max(0.0, 1.0 - _robust_var(remainder) / total)
+        return profile, 0.0, remainder
+    # a profile fitted to k cycles explains about 1/k of the variance of pure noise
+    k = max(len(detrended) / bins, 1.0)
+    raw = 1.0 - float(np.var(remainder)) / total
+    strength = (raw - 1.0 / k) / (1.0 - 1.0 / k) if k > 1.0 else 0.0
+    return profile, max(0.0, strength), remainder
 
 
 class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
-    """Robust residuals of an online seasonal-trend model, with period detection.
+    """Calibrated tail scores of an online seasonal-trend model, with period detection.
 
     >>> import math
     >>> d = SeasonalDetector()
     >>> hour = 3600.0
     >>> _ = [d.update(i * hour, 100 + 30 * math.sin(2 * math.pi * i / 24) + (i * 7 % 5))
     ...      for i in range(24 * 5)]
-    >>> d.state.day_bins  # found the daily cycle
-    24
+    >>> d.periods  # found the daily cycle
+    '1d'
     >>> d.update(24 * 5 * hour, 100 + 30 * math.sin(0) + 80).anomalous
     True
     """
 
     kind = "seasonal"
-    version = 1
+    version = 2
     Params = SeasonalParams
     State = SeasonalState
 
     def __init__(self, params: SeasonalParams | None = None, state: SeasonalState | None = None):
         super().__init__(params, state)
-        self._band_z = _band(self.params.threshold)
+        p = self.params
+        self._threshold = p.threshold
+        self._alarm = HALF_SCORE_LOG10_P * self._threshold / (1.0 - self._threshold)
+        self._note = NOTE_FRACTION * self._alarm
+        self._tail_rate = 1.0 / p.memory
+        self._excess_rate = 10.0 / p.memory
+        self._season_step = p.season_rate * (1.0 - p.level_rate)
+        s = self.state
+        if not s.rate:
+            s.rate = [TAIL_PRIOR_RATE] * COMPONENTS
+            s.excess = [TAIL_PRIOR_EXCESS] * COMPONENTS
+            s.exceeded = [0.0] * COMPONENTS
+            s.shift_ms = p.shift_rate / (2.0 - p.shift_rate)  # of normal z
+            s.spread_var = 2.0 * p.spread_rate / (2.0 - p.spread_rate)  # of normal z^2
+            s.band_z = self._band()
+
+    @property
+    def periods(self) -> str | None:
+        """The seasonality found: `1d`, `1w`, `1d+1w`, `none`, or None while undecided."""
+        s = self.state
+        found = "+".join(name for name, bins in (("1d", s.day_bins), ("1w", s.week_bins)) if bins)
+        if found:
+            return found
+        return "none" if s.decided else None
 
     # -- model -----------------------------------------------------------------------
-
-    def _season(self, t: float) -> tuple[float, int, int]:
-        s = self.state
-        value, dph, wph = 0.0, -1, -1
-        if s.day_bins:
-            dph = _phase(t, DAY, s.day_bins)
-            value += s.daily[dph]
-        if s.week_bins:
-            wph = _phase(t, WEEK, s.week_bins)
-            value += s.weekly[wph]
-        return value, dph, wph
 
     def update(self, t: float, x: Any) -> Verdict | None:
         if x is None:
             return None
         value = float(x)
-        if value != value or math.isinf(value):
+        if value - value != 0.0:  # NaN or infinite
             return None
         p, s = self.params, self.state
-        fresh = s.t_last is None or t > s.t_last
+        t_last = s.t_last
+        fresh = t_last is None or t > t_last
         if fresh:
-            gap = 0.0 if s.t_last is None else t - s.t_last
-            self._observe_time(t)
+            if s.n <= INTERVAL_SAMPLES:
+                self._observe_time(t)
+            else:
+                s.t_last = t
             s.n += 1
             if not s.decided:
-                self._remember(value, gap)
-        if len(s.warm) < p.warmup:
+                self._remember(t, value)
+        if not s.ready:
             if fresh:
                 s.warm.append(value)
-                if len(s.warm) == p.warmup:
+                if len(s.warm) >= p.warmup:
                     self._start_level()
             return Verdict(0.0, False, value, detail=f"warming up ({len(s.warm)}/{p.warmup})")
 
-        season, dph, wph = self._season(t)
-        expected = s.level + season
+        # expected value and standardised residual
+        dph = wph = -1
+        expected = s.level
+        if s.day_bins:
+            dph = int((t % DAY) / DAY * s.day_bins) % s.day_bins
+            expected += s.daily[dph]
+        if s.week_bins:
+            wph = int((t % WEEK) / WEEK * s.week_bins) % s.week_bins
+            expected += s.weekly[wph]
         residual = value - expected
-        scale = max(s.scale, 1e-9, 1e-6 * abs(expected))
+        scale = s.scale
+        floor = 1e-6 * abs(expected)
+        if scale < floor:
+            scale = floor
+        if scale < 1e-9:
+            scale = 1e-9
         z = residual / scale
-        score = self._score(z)
-        band = self._band_z * scale
-        anomalous = score >= p.threshold
-        if fresh:
-            self._learn(residual, scale, dph, wph, anomalous)
-        if not anomalous:
-            s.run_ts, s.run_res, s.run_side = [], [], 0
-            return Verdict(score, False, value, expected, expected - band, expected + band)
-        return self._anomaly(t, value, expected, band, residual, z, score, fresh)
+        rate, excess = s.rate, s.excess
+        band = scale * s.band_z
+        if not fresh:  # a late or duplicate point: scored as a point, learns nothing
+            a = abs(z)
+            lp = 0.0
+            if a > TAIL_START:
+                lp = (a - TAIL_START) / (excess[0] * LN10) - math.log10(rate[0])
+                lp -= LOG10_COMPONENTS
+            if s.open_for > 0 and lp < ESCALATION * s.peak:
+                lp = 0.0
+            score = lp / (lp + HALF_SCORE_LOG10_P) if lp > 0.0 else 0.0
+            return Verdict(
+                score,
+                score >= self._threshold,
+                value,
+                expected,
+                expected - band,
+                expected + band,
+                detail="late point, scored against the current model",
+            )
 
-    def _anomaly(
+        # the three surprises, each against its own tail
+        zc = z if -SURPRISE_CLIP <= z <= SURPRISE_CLIP else math.copysign(SURPRISE_CLIP, z)
+        shift = s.shift + p.shift_rate * (zc - s.shift)
+        spread = s.spread + p.spread_rate * (zc * zc - s.spread)
+        a0 = abs(z)
+        a1 = abs(shift) / math.sqrt(s.shift_ms)
+        a2 = (spread - s.spread_mean) / math.sqrt(s.spread_var + 1e-12)
+        raw = 0.0
+        best = -1
+        if a0 > TAIL_START:
+            raw = (a0 - TAIL_START) / (excess[0] * LN10) - math.log10(rate[0])
+            best = 0
+        if a1 > TAIL_START:
+            q = (a1 - TAIL_START) / (excess[1] * LN10) - math.log10(rate[1])
+            if q > raw:
+                raw, best = q, 1
+        if a2 > TAIL_START:
+            q = (a2 - TAIL_START) / (excess[2] * LN10) - math.log10(rate[2])
+            if q > raw:
+                raw, best = q, 2
+        raw -= LOG10_COMPONENTS  # Bonferroni over the three surprises
+        if raw < 0.0:
+            raw = 0.0
+        alarm = raw >= self._alarm
+
+        # one alert per incident
+        lp = raw
+        if raw >= self._note:
+            if s.open_for > 0:
+                if raw < ESCALATION * s.peak:
+                    lp = 0.0
+                if raw > s.peak:
+                    s.peak = raw
+            else:
+                s.peak = raw
+            s.open_for = p.refractory
+        elif s.open_for > 0:
+            s.open_for -= 1
+            lp = 0.0
+        score = lp / (lp + HALF_SCORE_LOG10_P)
+        anomalous = alarm  # the point is beyond the alarm level, new evidence or not
+
+        # learn: windowed surprises, their spreads, the tails (every point, so a new
+        # normal becomes normal), then level, season and scale with clipped steps
+        s.shift, s.spread = shift, spread
+        r = self._tail_rate
+        s.shift_ms += r * (shift * shift - s.shift_ms)
+        delta = spread - s.spread_mean
+        s.spread_mean += r * delta
+        s.spread_var = (1.0 - r) * (s.spread_var + r * delta * delta)
+        w = 1.0 / (s.n + TAIL_PRIOR_POINTS)
+        if w < r:
+            w = r
+        if a0 > TAIL_START or a1 > TAIL_START or a2 > TAIL_START:
+            self._learn_tails(w, a0, a1, a2)
+        else:
+            keep = 1.0 - w
+            rate[0] *= keep
+            rate[1] *= keep
+            rate[2] *= keep
+        limit = p.clip * scale
+        step = residual if -limit <= residual <= limit else math.copysign(limit, residual)
+        s.level += p.level_rate * step
+        if dph >= 0 or wph >= 0:
+            seasonal_step = self._season_step * step
+            if dph >= 0 and wph >= 0:
+                s.daily[dph] += 0.5 * seasonal_step
+                s.weekly[wph] += 0.5 * seasonal_step
+            elif dph >= 0:
+                s.daily[dph] += seasonal_step
+            else:
+                s.weekly[wph] += seasonal_step
+        point_alarm = alarm and best == 0
+        if not point_alarm:
+            s.scale += p.scale_rate * (MEAN_ABS_TO_SIGMA * abs(step) - s.scale)
+            if s.run_side:
+                s.run_ts, s.run_res, s.run_side = [], [], 0
+            if not anomalous:
+                return Verdict(score, False, value, expected, expected - band, expected + band)
+        detail = (
+            f"{('point', 'shift', 'spread')[best]} surprise, p = 10^-{raw + LOG10_COMPONENTS:.1f}"
+            f"; robust z {z:+.1f} from {expected:.4g}"
+        )
+        if not (s.day_bins or s.week_bins):
+            detail += " (no season)"
+        lower, upper = expected - band, expected + band
+        if not point_alarm:
+            return Verdict(score, True, value, expected, lower, upper, detail=detail)
+        return self._run(t, value, expected, lower, upper, residual, score, anomalous, detail)
+
+    def _learn_tails(self, w: float, a0: float, a1: float, a2: float) -> None:
+        """One point of the peaks-over-threshold estimates of the three surprises."""
+        s = self.state
+        rate, excess, exceeded = s.rate, s.excess, s.exceeded
+        for k, a in enumerate((a0, a1, a2)):
+            if a > TAIL_START:
+                rate[k] += w * (1.0 - rate[k])
+                exceeded[k] += 1.0
+                v = 1.0 / (exceeded[k] + TAIL_PRIOR_EXCEEDANCES)
+                if v < self._excess_rate:
+                    v = self._excess_rate
+                excess[k] += v * (a - TAIL_START - excess[k])
+            else:
+                rate[k] -= w * rate[k]
+        if a0 > TAIL_START:
+            self.state.band_z = self._band()
+
+    def _band(self) -> float:
+        """|z| at which the point surprise alone reaches the alarm level."""
+        s = self.state
+        need = self._alarm + LOG10_COMPONENTS + math.log10(s.rate[0])
+        return TAIL_START + s.excess[0] * LN10 * max(need, 0.0)
+
+    def _run(
         self,
         t: float,
         value: float,
         expected: float,
-        band: float,
+        lower: float,
+        upper: float,
         residual: float,
-        z: float,
         score: float,
-        fresh: bool,
+        anomalous: bool,
+        detail: str,
     ) -> Verdict:
+        """Track runs of point alarms on one side; `shift_after` of them move the level."""
         p, s = self.params, self.state
         side = 1 if residual > 0 else -1
-        detail = f"robust z {z:+.1f} from {expected:.4g}" + (
-            "" if s.decided and (s.day_bins or s.week_bins) else " (no season yet)"
-        )
-        lower, upper = expected - band, expected + band
-        if not fresh:
-            return Verdict(score, True, value, expected, lower, upper, detail=detail)
         if side != s.run_side:
             s.run_ts, s.run_res, s.run_side = [], [], side
         s.run_ts.append(t)
         s.run_res.append(residual)
         if len(s.run_res) < p.shift_after:
-            return Verdict(score, True, value, expected, lower, upper, detail=detail)
+            return Verdict(score, anomalous, value, expected, lower, upper, detail=detail)
         shift = float(np.median(s.run_res))
         start = s.run_ts[0]
         s.level += shift
         s.run_ts, s.run_res, s.run_side = [], [], 0
         return Verdict(
             score,
-            True,
+            anomalous,
             value,
             expected,
             lower,
@@ -261,58 +472,6 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             kind="level_shift",
             detail=f"level shift of {shift:+.4g}; " + detail,
         )
-
-    def _learn(self, residual: float, scale: float, dph: int, wph: int, anomalous: bool) -> None:
-        p, s = self.params, self.state
-        limit = p.clip * scale
-        step = residual if -limit <= residual <= limit else math.copysign(limit, residual)
-        s.level += p.level_rate * step
-        seasonal_step = p.season_rate * (step - p.level_rate * step)
-        if dph >= 0 and wph >= 0:
-            s.daily[dph] += 0.5 * seasonal_step
-            s.weekly[wph] += 0.5 * seasonal_step
-        elif dph >= 0:
-            s.daily[dph] += seasonal_step
-        elif wph >= 0:
-            s.weekly[wph] += seasonal_step
-        if not anomalous:
-            s.scale += p.scale_rate * (MEAN_ABS_TO_SIGMA * abs(step) - s.scale)
-
-    def _score(self, z: float) -> float:
-        """Score of the latest surprise against this series' own history of surprises.
-
-        The raw surprise of a point is `min(1, (z / 6) ** 2)`. Its average over the last
-        `short_window` points is compared with the long-run mean and spread of that
-        average (exponentially weighted); the score is the upper tail probability of the
-        difference, turned into `L / (L + 6)` with `L = log10(1/p)`. A spiky series has a
-        high, wide long-run average, so its routine spikes are routine; a quiet series
-        that starts to misbehave lifts the short average well clear of its history.
-        """
-        if self.params.mode == "point":
-            surprise = -_log10_p(z)
-            return surprise / (surprise + HALF_SCORE_LOG10_P)
-        p, s = self.params, self.state
-        raw = min(1.0, z * z / 36.0)
-        if len(s.recent) < p.short_window:
-            s.recent.append(raw)
-        else:
-            s.recent[s.recent_at] = raw
-            s.recent_at = (s.recent_at + 1) % p.short_window
-        short = sum(s.recent) / len(s.recent)
-        if s.long_n < 2:
-            s.long_mean, s.long_var = short, 0.0
-            s.long_n += 1
-            return 0.0
-        spread = math.sqrt(max(s.long_var, 1e-8))
-        zz = (short - s.long_mean) / spread
-        log10_p = _log10_p(zz) - math.log10(2.0) if zz > 0 else 0.0
-        surprise = -log10_p
-        rate = max(p.long_rate, 1.0 / (s.long_n + 1))
-        delta = short - s.long_mean
-        s.long_mean += rate * delta
-        s.long_var = (1 - rate) * (s.long_var + rate * delta * delta)
-        s.long_n += 1
-        return surprise / (surprise + HALF_SCORE_LOG10_P)
 
     # -- start-up ----------------------------------------------------------------------
 
@@ -330,27 +489,51 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         mad = float(np.median(np.abs(warm - s.level)))
         spread = float(np.mean(np.abs(warm - s.level)))
         s.scale = max(MAD_TO_SIGMA * mad, MEAN_ABS_TO_SIGMA * spread, 1e-9)
+        s.ready, s.warm = True, []
 
-    def _remember(self, value: float, gap: float) -> None:
+    def _remember(self, t: float, value: float) -> None:
         """Keep raw history on the sampling grid for the period decision, then decide."""
         p, s = self.params, self.state
-        if s.interval > 0.0 and gap > 1.5 * s.interval:
-            missing = min(round(gap / s.interval) - 1, MAX_HISTORY)
-            s.history += _NAN * missing
-        s.history += _FLOAT.pack(value)
-        if len(s.history) > 4 * MAX_HISTORY:
-            del s.history[: len(s.history) - 4 * MAX_HISTORY]
         if s.interval <= 0.0 or len(s.gaps) < INTERVAL_SAMPLES:
             return
+        if not s.history:
+            s.history_t0 = t
         count = len(s.history) // 4
+        index = round((t - s.history_t0) / s.interval)
+        if index < count:  # two points in one grid cell: keep the later one
+            s.history[-4:] = _FLOAT.pack(value)
+        else:
+            if index > count:
+                s.history += _NAN * min(index - count, MAX_HISTORY)
+            s.history += _FLOAT.pack(value)
+        count = len(s.history) // 4
+        if count > MAX_HISTORY:
+            drop = count - MAX_HISTORY
+            del s.history[: 4 * drop]
+            s.history_t0 += drop * s.interval
+            count = MAX_HISTORY
         if p.period != "auto":
             self._fix_period(p.period, count)
             return
-        day = _bins(DAY, s.interval)
+        day, week = self._candidates()
+        if not day and not week:
+            s.decided, s.history = True, bytearray()
+            return
         if s.next_check == 0:
-            s.next_check = 2 * day
+            s.next_check = MIN_CYCLES * (day or week)
         if count >= s.next_check:
-            self._check_periods(day)
+            self._check_periods(day, week)
+
+    def _candidates(self) -> tuple[int, int]:
+        """Bins of a day and of a week at this sampling interval (0: not a candidate)."""
+        s = self.state
+        day = _bins(DAY, s.interval) if MIN_POINTS_PER_CYCLE * s.interval <= DAY else 0
+        week = _bins(WEEK, s.interval) if MIN_POINTS_PER_CYCLE * s.interval <= WEEK else 0
+        if MIN_CYCLES * day > MAX_HISTORY:
+            day = 0
+        if MIN_CYCLES * week > MAX_HISTORY:
+            week = 0
+        return day, week
 
     def _values(self) -> np.ndarray:
         """The history as floats, gaps filled by linear interpolation."""
@@ -363,36 +546,37 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
 
     def _phases(self, count: int, period: float, bins: int) -> np.ndarray:
         s = self.state
-        assert s.t_last is not None
-        times = s.t_last - s.interval * np.arange(count - 1, -1, -1)
+        times = s.history_t0 + s.interval * np.arange(count)
         return (((times % period) / period) * bins).astype(int) % bins
 
-    def _check_periods(self, day: int) -> None:
+    def _check_periods(self, day: int, week: int) -> None:
         p, s = self.params, self.state
         values = self._values()
-        week = _bins(WEEK, s.interval)
-        daily = None
-        if len(values) >= 2 * day and day <= MAX_HISTORY // 2:
-            profile, strength = decompose(values, day, self._phases(len(values), DAY, day))
+        n = len(values)
+        daily = weekly = None
+        if day and n >= MIN_CYCLES * day and not s.day_bins:
+            profile, strength, _ = decompose(values, day, self._phases(n, DAY, day))
             if strength >= p.min_strength:
                 daily = profile
-        weekly = None
-        if len(values) >= 2 * week:
+        elif s.day_bins:
+            daily = np.asarray(s.daily)
+        if week and n >= MIN_CYCLES * week:
             rest = values
             if daily is not None:
-                rest = values - daily[self._phases(len(values), DAY, day)]
-            profile, strength = decompose(rest, week, self._phases(len(values), WEEK, week))
+                rest = values - daily[self._phases(n, DAY, len(daily))]
+            profile, strength, _ = decompose(rest, week, self._phases(n, WEEK, week))
             if strength >= p.min_strength:
                 weekly = profile
         s.checks += 1
-        s.next_check = len(values) + day
-        can_grow = len(values) < min(MAX_HISTORY, 2 * week)
-        if daily is None and weekly is None and s.checks < p.max_checks and can_grow:
+        s.next_check = n + (day or week)
+        can_grow = bool(week) and n < MIN_CYCLES * week
+        if daily is None and weekly is None and (s.checks < p.max_checks or can_grow):
             return
-        if daily is not None and weekly is None and can_grow and 2 * week <= MAX_HISTORY:
-            self._install(daily, None)  # keep testing for a weekly cycle
+        if daily is not None and weekly is None and can_grow:
+            if not s.day_bins:
+                self._install(values, daily, None)  # keep testing for a weekly cycle
             return
-        self._install(daily, weekly)
+        self._install(values, daily, weekly)
         s.decided = True
         s.history = bytearray()
 
@@ -402,50 +586,51 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             s.decided, s.history = True, bytearray()
             return
         day, week = _bins(DAY, s.interval), _bins(WEEK, s.interval)
-        want_day, want_week = "1d" in period, "1w" in period
+        want_day = "1d" in period and MIN_POINTS_PER_CYCLE * s.interval <= DAY
+        want_week = "1w" in period
         need = 2 * (week if want_week else day)
         if count < min(need, MAX_HISTORY):
             return
         values = self._values()
+        n = len(values)
         daily = weekly = None
+        rest = values
         if want_day:
-            daily, _ = decompose(values, day, self._phases(len(values), DAY, day))
-            values = values - daily[self._phases(len(values), DAY, day)]
+            daily, _, _ = decompose(values, day, self._phases(n, DAY, day))
+            rest = values - daily[self._phases(n, DAY, day)]
         if want_week:
-            weekly, _ = decompose(values, week, self._phases(len(values), WEEK, week))
-        self._install(daily, weekly)
+            weekly, _, _ = decompose(rest, week, self._phases(n, WEEK, week))
+        self._install(values, daily, weekly)
         s.decided, s.history = True, bytearray()
 
-    def _install(self, daily: np.ndarray | None, weekly: np.ndarray | None) -> None:
+    def _install(
+        self, values: np.ndarray, daily: np.ndarray | None, weekly: np.ndarray | None
+    ) -> None:
+        """Adopt the profiles; restart level and scale from what they leave of the history."""
         s = self.state
+        n = len(values)
+        changed = False
         if daily is not None and not s.day_bins:
             s.day_bins, s.daily = len(daily), [float(v) for v in daily]
+            changed = True
         if weekly is not None and not s.week_bins:
             s.week_bins, s.weekly = len(weekly), [float(v) for v in weekly]
-
-
-def _log10_p(z: float) -> float:
-    """log10 of the two-sided normal tail probability of z, accurate far into the tail."""
-    a = abs(z)
-    if a < 8.0:
-        return math.log10(math.erfc(a / math.sqrt(2.0)))
-    return -(a * a / 2.0 + math.log(a * math.sqrt(math.pi / 2.0))) / math.log(10.0)
-
-
-def _score(z: float) -> float:
-    """L / (L + 6) with L = log10(1/p): 0.5 at p = 1e-6, graded without saturating."""
-    surprise = -_log10_p(z)
-    return surprise / (surprise + HALF_SCORE_LOG10_P)
-
-
-def _band(threshold: float) -> float:
-    """|z| at which the score reaches `threshold` (for the expected band)."""
-    target = -HALF_SCORE_LOG10_P * threshold / (1.0 - threshold)  # log10 p at the threshold
-    lo, hi = 0.0, 60.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        if _log10_p(mid) > target:
-            lo = mid
-        else:
-            hi = mid
-    return hi
+            changed = True
+        if not changed:
+            return
+        rest = values.copy()
+        if s.day_bins:
+            rest -= np.asarray(s.daily)[self._phases(n, DAY, s.day_bins)]
+        if s.week_bins:
+            rest -= np.asarray(s.weekly)[self._phases(n, WEEK, s.week_bins)]
+        recent = rest[-max(s.day_bins, s.week_bins, 8) :]
+        s.level = float(np.median(recent))
+        width = max(3, min(len(rest) // 4, 25))
+        smooth = np.convolve(rest, np.ones(width) / width, mode="valid")
+        remainder = rest[width // 2 : width // 2 + len(smooth)] - smooth
+        mad = float(np.median(np.abs(remainder - np.median(remainder))))
+        mean_abs = float(np.mean(np.abs(remainder - np.median(remainder))))
+        scale = max(MAD_TO_SIGMA * mad, MEAN_ABS_TO_SIGMA * mean_abs, 1e-9)
+        # in-sample: a profile fitted to k cycles absorbs 1/k of the noise variance
+        k = max((n - max(s.day_bins, s.week_bins)) / max(s.day_bins, s.week_bins), 1.5)
+        s.scale = scale * math.sqrt(k / (k - 1.0))

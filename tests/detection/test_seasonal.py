@@ -1,0 +1,248 @@
+"""SeasonalDetector: period detection, calibrated scores, incidents, gaps, snapshots."""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+import numpy as np
+import pytest
+
+from lupus_stream.detection import registry
+from lupus_stream.detection.base import StateError, Verdict
+from lupus_stream.detection.registry import DetectorConfigError
+from lupus_stream.detection.seasonal import SeasonalDetector, SeasonalParams
+
+HOUR, DAY, WEEK = 3600.0, 86400.0, 7 * 86400.0
+
+
+def flagged(verdicts: list[Verdict | None]) -> list[int]:
+    return [i for i, v in enumerate(verdicts) if v is not None and v.anomalous]
+
+
+def daily_with_weekly_cycle(days: int, seed: int) -> tuple[list[float], list[float]]:
+    rng = np.random.default_rng(seed)
+    ts = [d * DAY for d in range(days)]
+    xs = [
+        100.0 * (1.25 if d % 7 in (5, 6) else 1.0) * (1 + rng.normal(0, 0.02)) for d in range(days)
+    ]
+    return ts, xs
+
+
+def hourly_daily_weekly(hours: int, seed: int) -> tuple[list[float], list[float]]:
+    rng = np.random.default_rng(seed)
+    ts = [h * HOUR for h in range(hours)]
+    xs = [
+        1000.0
+        + 0.05 * h
+        + 200.0 * math.sin(2 * math.pi * h / 24)
+        + 80.0 * math.sin(2 * math.pi * h / 168)
+        + float(rng.normal(0, 20))
+        for h in range(hours)
+    ]
+    return ts, xs
+
+
+@pytest.mark.parametrize("seed", [3, 7, 11])
+@pytest.mark.parametrize("at", [40, 45, 55])
+def test_daily_metric_weekly_cycle_drop_is_the_only_anomaly(seed: int, at: int) -> None:
+    ts, xs = daily_with_weekly_cycle(60, seed)
+    xs[at] *= 0.7
+    d = SeasonalDetector()
+    verdicts = d.update_many(ts, xs)
+    assert flagged(verdicts) == [at]
+    v = verdicts[at]
+    assert v is not None and v.expected is not None and v.value is not None
+    assert v.value < v.expected
+    assert v.lower is not None and v.value < v.lower
+    assert d.periods == "1w"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 5])
+def test_hourly_daily_weekly_trend_noise_is_quiet_for_eight_weeks(seed: int) -> None:
+    ts, xs = hourly_daily_weekly(24 * 7 * 8, seed)
+    d = SeasonalDetector()
+    verdicts = d.update_many(ts, xs)
+    assert flagged(verdicts) == []
+    assert all(v is not None and 0.0 <= v.score <= 1.0 for v in verdicts)
+    assert d.periods == "1d+1w"
+
+
+def test_spike_in_a_seasonal_hourly_series_is_caught() -> None:
+    ts, xs = hourly_daily_weekly(24 * 7 * 4, seed=9)
+    at = len(xs) - 30
+    xs[at] += 200.0  # ten noise sds, well inside the daily range
+    verdicts = SeasonalDetector().update_many(ts, xs)
+    assert flagged(verdicts) == [at]
+    v = verdicts[at]
+    assert v is not None and v.score > 0.5 and v.kind == "outlier"
+
+
+@pytest.mark.parametrize(
+    ("hours_step", "make", "want"),
+    [
+        (1.0, lambda i: 50 + 20 * math.sin(2 * math.pi * i / 24), "1d"),
+        (24.0, lambda i: 100 * (1.3 if i % 7 in (5, 6) else 1.0), "1w"),
+        (1.0, lambda i: 0.0, "none"),
+        (
+            1.0,
+            lambda i: 1000 + 200 * math.sin(2 * math.pi * i / 24) + 150 * (i % 168 >= 120),
+            "1d+1w",
+        ),
+    ],
+)
+def test_period_detection(hours_step: float, make: object, want: str) -> None:
+    rng = np.random.default_rng(4)
+    n = 24 * 7 * 4 if hours_step == 1.0 else 60
+    ts = [i * hours_step * HOUR for i in range(n)]
+    assert callable(make)
+    xs = [float(make(i)) + float(rng.normal(0, 2.0)) for i in range(n)]
+    d = SeasonalDetector()
+    d.update_many(ts, xs)
+    assert d.periods == want
+
+
+def test_period_is_undecided_before_three_cycles_and_can_be_fixed() -> None:
+    ts = [i * HOUR for i in range(24 * 2)]
+    xs = [50 + 20 * math.sin(2 * math.pi * i / 24) for i in range(len(ts))]
+    auto = SeasonalDetector()
+    auto.update_many(ts, xs)
+    assert auto.periods is None
+    fixed = SeasonalDetector(SeasonalParams(period="1d"))  # two cycles of history suffice
+    fixed.update_many([i * HOUR for i in range(24 * 3)], xs + xs[:24])
+    assert fixed.periods == "1d"
+    none = SeasonalDetector(SeasonalParams(period="none"))
+    none.update_many(ts, xs)
+    assert none.periods == "none"
+
+
+def test_cold_start_is_quiet() -> None:
+    d = SeasonalDetector()
+    verdicts = d.update_many([i * HOUR for i in range(12)], [1.0] * 11 + [1e6])
+    assert all(v is not None and v.score == 0.0 and not v.anomalous for v in verdicts)
+    assert "warming up" in (verdicts[0].detail if verdicts[0] else "")
+
+
+def test_gaps_keep_the_phase_and_stay_quiet() -> None:
+    ts, xs = hourly_daily_weekly(24 * 7 * 5, seed=3)
+    keep = [i for i in range(len(ts)) if not (24 * 10 <= i < 24 * 12 or 24 * 25 <= i < 24 * 26)]
+    d = SeasonalDetector()
+    verdicts = d.update_many([ts[i] for i in keep], [xs[i] for i in keep])
+    assert flagged(verdicts) == []
+    assert d.periods is not None and "1d" in d.periods
+    # missing values give no verdict and change nothing
+    before = d.to_bytes()
+    assert d.update(ts[-1] + HOUR, None) is None
+    assert d.update(ts[-1] + HOUR, math.nan) is None
+    assert d.to_bytes() == before
+
+
+def test_late_and_duplicate_points_are_scored_but_not_learned() -> None:
+    ts, xs = hourly_daily_weekly(24 * 7 * 4, seed=6)
+    d = SeasonalDetector()
+    d.update_many(ts, xs)
+    before = d.to_bytes()
+    late = d.update(ts[-5], xs[-5])
+    duplicate = d.update(ts[-1], xs[-1])
+    assert late is not None and duplicate is not None
+    assert not late.anomalous and not duplicate.anomalous
+    assert "late" in late.detail
+    assert d.to_bytes() == before
+    # a late point far off the model is still reported
+    assert d.update(ts[-3], xs[-3] + 2000.0).anomalous  # type: ignore[union-attr]
+
+
+def test_repeats_of_one_incident_score_once_and_stay_anomalous() -> None:
+    ts, xs = hourly_daily_weekly(24 * 7 * 4, seed=8)
+    start = len(xs) - 40
+    for i in range(start, start + 3):
+        xs[i] += 300.0
+    d = SeasonalDetector()
+    verdicts = d.update_many(ts, xs)
+    flags = flagged(verdicts)
+    assert flags[:2] == [start, start + 1]  # the alert stays firing
+    assert set(flags) <= {start, start + 1, start + 2}
+    scored = [i for i, v in enumerate(verdicts) if v is not None and v.score >= 0.5]
+    assert scored == [start]  # but only the onset is new evidence
+
+
+def test_level_shift_is_reported_with_its_start_and_then_followed() -> None:
+    ts, xs = hourly_daily_weekly(24 * 7 * 5, seed=12)
+    start = 24 * 7 * 4
+    for i in range(start, len(xs)):
+        xs[i] += 600.0
+    d = SeasonalDetector()
+    verdicts = d.update_many(ts, xs)
+    shifts = [v for v in verdicts if v is not None and v.kind == "level_shift"]
+    assert len(shifts) == 1
+    assert shifts[0].changepoint_at == ts[start]
+    assert flagged(verdicts)[0] == start
+    assert not any(v is not None and v.anomalous for v in verdicts[start + 48 :])
+
+
+def test_sensitivity_orders_alerts() -> None:
+    ts, xs = hourly_daily_weekly(24 * 7 * 4, seed=13)
+    rng = np.random.default_rng(13)
+    for i in rng.choice(np.arange(24 * 8, len(xs)), 12, replace=False):
+        xs[int(i)] += float(rng.uniform(60, 200))
+    counts = []
+    for sensitivity in (0.1, 0.5, 0.9):
+        d = SeasonalDetector(SeasonalParams(sensitivity=sensitivity))
+        counts.append(len(flagged(d.update_many(ts, xs))))
+    assert counts == sorted(counts) and counts[0] < counts[-1]
+
+
+def test_score_grows_with_distance() -> None:
+    ts, xs = hourly_daily_weekly(24 * 7 * 4, seed=14)
+    base = SeasonalDetector()
+    base.update_many(ts[:-1], xs[:-1])
+    snapshot = base.to_bytes()
+    scores = []
+    for jump in (0.0, 60.0, 120.0, 400.0):
+        d = SeasonalDetector.from_bytes(snapshot)
+        v = d.update(ts[-1], xs[-1] + jump)
+        assert v is not None
+        scores.append(v.score)
+    assert scores == sorted(scores)
+    assert scores[0] < 0.1 and scores[-1] > 0.5
+
+
+def test_state_round_trips_through_bytes_and_continues_identically() -> None:
+    ts, xs = hourly_daily_weekly(24 * 7 * 6, seed=15)
+    xs[24 * 7 * 5 + 3] += 500.0
+    for cut in (5, 24 * 2 + 7, 24 * 7 * 3 + 1, 24 * 7 * 5):
+        a = SeasonalDetector()
+        a.update_many(ts[:cut], xs[:cut])
+        b = SeasonalDetector.from_bytes(a.to_bytes())
+        assert b.to_bytes() == a.to_bytes()
+        assert a.update_many(ts[cut:], xs[cut:]) == b.update_many(ts[cut:], xs[cut:])
+        assert a.to_bytes() == b.to_bytes()
+    restored = registry.restore(a.to_bytes())
+    assert isinstance(restored, SeasonalDetector)
+
+
+def test_state_is_small_and_never_pickled() -> None:
+    ts, xs = hourly_daily_weekly(24 * 7 * 10, seed=16)
+    d = SeasonalDetector()
+    sizes = []
+    for t, x in zip(ts, xs, strict=True):
+        d.update(t, x)
+        if int(t / HOUR) % 50 == 0:
+            sizes.append(len(d.to_bytes()))
+    assert max(sizes) <= 32 * 1024
+    assert b"pickle" not in d.to_bytes()
+    with pytest.raises(StateError):
+        SeasonalDetector.from_bytes(b"\x93\x01\xa6pickle")
+
+
+def test_params_are_validated() -> None:
+    with pytest.raises(DetectorConfigError):
+        registry.make("seasonal", {"sensitivity": 2.0})
+    with pytest.raises(DetectorConfigError):
+        registry.make("seasonal", {"period": "1y"})
+    with pytest.raises(DetectorConfigError):
+        registry.make("seasonal", {"nope": 1})
+    d = registry.make("seasonal", {"sensitivity": 0.8, "period": "1d+1w"})
+    assert isinstance(d, SeasonalDetector)
+    assert msgspec.structs.asdict(d.params)["period"] == "1d+1w"
+    assert SeasonalParams(sensitivity=0.5).threshold == 0.5
