@@ -27,7 +27,13 @@ How it works, per series:
    the point itself (`|z|`), a short exponentially weighted mean of the clipped `z`
    (a level shift or a broken season: many moderate residuals on one side) and a longer
    weighted mean of the clipped `z²` (more variance, denser spikes), the last two
-   divided by their own long-run spread.
+   divided by their own long-run spread. On sampling of a quarter hour or finer, the
+   point's `|z|` is first measured against a **daily envelope**: per time of day (5-minute
+   phases at most), the largest recent `|z|` on each side, fading by 0.8 a day. An
+   excursion no larger than the envelope within 15 minutes of this time of day (the same
+   time on recent days, or the minutes just before) counts as `2 |z| / envelope`, so a daily
+   job that drifts by minutes, or the rest of a burst, is routine, while the same spike at
+   another time of day, or one much larger, is not.
 5. **Calibration** (peaks over threshold): each surprise `a` is compared with this
    series' own history of that surprise. Above `TAIL_START` its tail is modelled as
    exponential, `P(A > a) = rate * exp(-(a - TAIL_START) / excess)`, with the exceedance
@@ -41,11 +47,12 @@ How it works, per series:
    sensitivity = lower threshold = more alerts).
 7. **One alert per incident (burst suppression).** A point whose `L` reaches a third
    of the alarm level opens an incident (or keeps it open); it closes after
-   `refractory` points below that level. Inside an open incident a point scores 0
-   unless its `L` is at least 1.5 times the incident's worst so far, so a continuing
-   anomaly is reported once and only a clear escalation scores again. The score is new
-   evidence; the verdict's `anomalous` flag is the point's own state (beyond the alarm
-   level, suppressed or not), so an alert stays firing while the incident lasts.
+   `refractory` points below that level (36: three quiet hours at 5-minute sampling).
+   Inside an open incident a point scores 0 unless its `L` is at least 1.5 times the
+   incident's worst so far, so a continuing anomaly is reported once and only a clear
+   escalation scores again. The score is new evidence; the verdict's `anomalous` flag
+   is the point's own state (beyond the alarm level, suppressed or not), so an alert
+   stays firing while the incident lasts.
 8. **Level shifts.** `shift_after` point alarms in a row on one side are a new level:
    the detector reports it (`changepoint_at` = the run's first point, kind
    `level_shift`) and moves the level by the run's median residual.
@@ -89,6 +96,10 @@ TAIL_PRIOR_EXCESS = 0.6  # a normal's mean excess beyond 2 is 0.37: start heavie
 TAIL_PRIOR_POINTS = 200.0  # weight of the prior rate, in points
 TAIL_PRIOR_EXCEEDANCES = 10.0  # weight of the prior excess, in exceedances
 SURPRISE_CLIP = 6.0  # |z| is clipped here before entering the windowed surprises
+ENVELOPE_BINS = 288  # daily envelope of excursions: 5-minute phases at the finest
+ENVELOPE_JITTER = 900.0  # seconds: an excursion counts for this far around its time of day
+ENVELOPE_DECAY = 0.8  # per day: the envelope remembers an excursion for a few days
+ENVELOPE_MIN = SURPRISE_CLIP  # only an envelope beyond this |z| makes an excursion routine
 COMPONENTS = 3
 NOTE_FRACTION = 1.0 / 3.0  # a surprise this fraction of the alarm level opens an incident
 ESCALATION = 1.5  # inside an incident, log10(1/p) must grow by this factor to alert again
@@ -141,6 +152,10 @@ class SeasonalState(msgspec.Struct):
     level: float = 0.0
     scale: float = 0.0
     warm: list[float] = []
+    # daily envelope (sampling of ENVELOPE_JITTER or finer): per time of day, the largest
+    # recent z above (up) and below (down) the model, fading by ENVELOPE_DECAY a day
+    env_up: list[float] = []
+    env_down: list[float] = []
     ready: bool = False
     history: bytearray = bytearray()  # float32 values on the sampling grid (NaN = gap)
     history_t0: float = 0.0  # event time of the first history cell
@@ -228,7 +243,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
     """
 
     kind = "seasonal"
-    version = 2
+    version = 3
     Params = SeasonalParams
     State = SeasonalState
 
@@ -241,6 +256,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         self._tail_rate = 1.0 / p.memory
         self._excess_rate = 10.0 / p.memory
         self._season_step = p.season_rate * (1.0 - p.level_rate)
+        self._env_bins, self._env_reach, self._env_keep = 0, 0, 1.0
         s = self.state
         if not s.rate:
             s.rate = [TAIL_PRIOR_RATE] * COMPONENTS
@@ -324,10 +340,12 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             )
 
         # the three surprises, each against its own tail
-        zc = z if -SURPRISE_CLIP <= z <= SURPRISE_CLIP else math.copysign(SURPRISE_CLIP, z)
+        a0 = abs(z)
+        if s.env_up:  # an excursion like the recent ones at this time of day is routine
+            a0 = self._envelope(t, z, a0)
+        zc = math.copysign(a0 if a0 < SURPRISE_CLIP else SURPRISE_CLIP, z)
         shift = s.shift + p.shift_rate * (zc - s.shift)
         spread = s.spread + p.spread_rate * (zc * zc - s.spread)
-        a0 = abs(z)
         a1 = abs(shift) / math.sqrt(s.shift_ms)
         a2 = (spread - s.spread_mean) / math.sqrt(s.spread_var + 1e-12)
         raw = 0.0
@@ -413,6 +431,39 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             return Verdict(score, True, value, expected, lower, upper, detail=detail)
         return self._run(t, value, expected, lower, upper, residual, score, anomalous, detail)
 
+    def _envelope(self, t: float, z: float, a: float) -> float:
+        """The point surprise `a = |z|`, relative to the envelope of excursions on the same
+        side within `ENVELOPE_JITTER` of this time of day (the last minutes, and the same
+        time on recent days), then learn it.
+
+        An excursion no larger than what came at about this time lately (a daily job that
+        drifts by minutes, the rest of a burst) counts as `TAIL_START * a / envelope`: as
+        surprising as twice the envelope is twice the tail's start.
+        """
+        s = self.state
+        env = s.env_up if z > 0.0 else s.env_down
+        bins = len(env)
+        if self._env_bins != bins:
+            width = DAY / bins
+            self._env_bins, self._env_reach = bins, round(ENVELOPE_JITTER / width)
+            # each visit fades its phase by the share of a day's decay it stands for
+            self._env_keep = ENVELOPE_DECAY ** (min(s.interval, width) / width)
+        ph = int((t % DAY) / DAY * bins) % bins
+        out = a
+        if a > TAIL_START:
+            j = self._env_reach
+            if j < ph < bins - j:
+                seen = max(env[ph - j : ph + j + 1])
+            else:
+                seen = max(env[k % bins] for k in range(ph - j, ph + j + 1))
+            if seen >= ENVELOPE_MIN:
+                discounted = TAIL_START * a / seen
+                if discounted < out:
+                    out = discounted
+        e = env[ph] * self._env_keep
+        env[ph] = a if a > e else e
+        return out
+
     def _learn_tails(self, w: float, a0: float, a1: float, a2: float) -> None:
         """One point of the peaks-over-threshold estimates of the three surprises."""
         s = self.state
@@ -490,6 +541,9 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         spread = float(np.mean(np.abs(warm - s.level)))
         s.scale = max(MAD_TO_SIGMA * mad, MEAN_ABS_TO_SIGMA * spread, 1e-9)
         s.ready, s.warm = True, []
+        if 0.0 < s.interval <= ENVELOPE_JITTER:  # sampling that resolves the drift
+            bins = min(_bins(DAY, s.interval), ENVELOPE_BINS)
+            s.env_up, s.env_down = [0.0] * bins, [0.0] * bins
 
     def _remember(self, t: float, value: float) -> None:
         """Keep raw history on the sampling grid for the period decision, then decide."""

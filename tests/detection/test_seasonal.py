@@ -246,3 +246,24 @@ def test_params_are_validated() -> None:
     assert isinstance(d, SeasonalDetector)
     assert msgspec.structs.asdict(d.params)["period"] == "1d+1w"
     assert SeasonalParams(sensitivity=0.5).threshold == 0.5
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_daily_job_that_drifts_by_minutes_becomes_routine(seed: int) -> None:
+    # 5-minute metric with a daily job: a spike at 03:00 give or take a quarter hour
+    rng = np.random.default_rng(seed)
+    step, per_day, days = 300.0, 288, 14
+    ts = [i * step for i in range(per_day * days)]
+    xs = [10.0 + float(v) for v in rng.normal(0.0, 1.0, len(ts))]
+    jobs = [d * per_day + 36 + int(rng.integers(-3, 4)) for d in range(days)]
+    for at in jobs:
+        xs[at] += 30.0
+    odd = 10 * per_day + 180  # the same spike at 15:00 is news
+    xs[odd] += 30.0
+    d = SeasonalDetector()
+    verdicts = d.update_many(ts, xs)
+    flags = flagged(verdicts)
+    assert jobs[0] in flags and odd in flags  # the first job was news, and so is 15:00
+    assert not set(jobs[3:]) & set(flags)  # from the third day on the job is routine
+    scores = [v.score for v in (verdicts[at] for at in jobs[3:]) if v is not None]
+    assert len(scores) == len(jobs) - 3 and float(np.mean(scores)) < 0.2
