@@ -43,6 +43,40 @@ class Verdict:
 QUIET = Verdict(score=0.0, anomalous=False)
 
 
+class VerdictBatch:
+    """The verdicts of `Detector.update_batch`, one per observation, built on demand.
+
+    `flags[i]` says what `update` returned for observation `i` without building it:
+    `NO_VERDICT` (None), `NORMAL` (a verdict that is not anomalous) or `ANOMALOUS`;
+    `get(i)` returns that verdict itself. A detector's batch path can thus skip building
+    the many verdicts nobody reads (a quiet point of a quiet series).
+    """
+
+    NO_VERDICT: ClassVar[int] = 0
+    NORMAL: ClassVar[int] = 1
+    ANOMALOUS: ClassVar[int] = 2
+
+    __slots__ = ("_verdicts", "flags")
+
+    def __init__(self, verdicts: list[Verdict | None], flags: list[int] | None = None) -> None:
+        self._verdicts = verdicts
+        self.flags: list[int] = (
+            [0 if v is None else 2 if v.anomalous else 1 for v in verdicts]
+            if flags is None
+            else flags
+        )
+
+    def __len__(self) -> int:
+        return len(self.flags)
+
+    def get(self, i: int) -> Verdict | None:
+        return self._verdicts[i]
+
+    def verdicts(self) -> list[Verdict | None]:
+        get = self.get
+        return [get(i) for i in range(len(self.flags))]
+
+
 class StateError(ValueError):
     """Raised when bytes do not hold a snapshot this code can restore."""
 
@@ -82,6 +116,26 @@ class Detector(Generic[P, S]):
         """Feed observations in time order; equivalent to calling `update` on each."""
         update = self.update
         return [update(t, x) for t, x in zip(ts, xs, strict=True)]
+
+    #: True when the class overrides `update_batch` and `update_batches` with a batch path
+    #: of its own that is all or nothing: if it raises, every state is left as it was
+    #: before the call (so a caller can replay the observations one by one to find the
+    #: one that fails). The engine feeds such detectors a message's points in one call.
+    native_batch: ClassVar[bool] = False
+
+    def update_batch(self, ts: Sequence[float], xs: Sequence[Any]) -> VerdictBatch:
+        """`update_many` whose verdicts are built on demand (see `VerdictBatch`)."""
+        return VerdictBatch(self.update_many(ts, xs))
+
+    @classmethod
+    def update_batches(
+        cls,
+        detectors: Sequence[Self],
+        ts: Sequence[Sequence[float]],
+        xs: Sequence[Sequence[Any]],
+    ) -> list[VerdictBatch]:
+        """`update_batch` on each of several distinct detectors of this class."""
+        return [d.update_batch(t, x) for d, t, x in zip(detectors, ts, xs, strict=True)]
 
     def to_bytes(self) -> bytes:
         return _envelope_encoder.encode(

@@ -7,8 +7,10 @@ A detector that raises is reported in the outcome and the other monitors go on.
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,7 +26,7 @@ from lupus_stream.contracts import (
     SourceLanded,
 )
 from lupus_stream.detection import registry
-from lupus_stream.detection.base import StateError, Verdict
+from lupus_stream.detection.base import StateError, Verdict, VerdictBatch
 from lupus_stream.durations import parse_duration
 from lupus_stream.engine.join import JoinSnapshot, LabelJoin
 from lupus_stream.engine.series import Series, SeriesSnapshot, series_key
@@ -41,12 +43,40 @@ from lupus_stream.monitors import (
 from lupus_stream.monitors.matchers import compile_matchers
 
 SNAPSHOT_VERSION = 1
+ROUTE_CACHE_SIZE = 100_000  # distinct (product, name, labels) whose routes are remembered
+
+_PRODUCT = operator.attrgetter("product")
+_NAME = operator.attrgetter("name")
+_LABELS = operator.attrgetter("labels")
+_ITEMS = operator.methodcaller("items")
+_TS = operator.attrgetter("ts")
+_TIMESTAMP = operator.methodcaller("timestamp")  # as `process` calls it (subclasses too)
+_VALUE = operator.attrgetter("value")
+
+# (position of the monitor among those of the signal, the monitor, its series labels,
+# the series key) for every metric monitor that selects a label set
+_Routes = list[tuple[int, Monitor, dict[str, str], str]]
 
 
 @dataclass(slots=True)
 class Outcome:
     anomalies: list[Anomaly] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+
+
+class _Group:
+    """The points of one batch for one series, in the order `process` would feed them."""
+
+    __slots__ = ("index", "offset", "parts", "position", "series", "ts", "xs")
+
+    def __init__(self, series: Series, position: int, offset: int = 0) -> None:
+        self.series = series
+        self.position = position  # of the monitor in the signal's list: orders outcomes
+        self.offset = offset  # of the run of records `index` counts in
+        self.parts: list[list[int]] = []  # indices of each label set with this series key
+        self.index: list[int] = []  # of each point's record, in order
+        self.ts: list[float] = []
+        self.xs: list[float | None] = []
 
 
 class EngineSnapshot(msgspec.Struct):
@@ -80,6 +110,7 @@ class Engine:
         self._source: dict[tuple[str, str], list[Monitor]] = defaultdict(list)
         self._joins: dict[str, LabelJoin] = {}
         self._absent_after: dict[str, float] = {}
+        self._routes: dict[tuple[str, str, tuple[tuple[str, str], ...]], _Routes] = {}
         for monitor in catalog.monitors:
             self._route(monitor)
 
@@ -123,8 +154,12 @@ class Engine:
         key = series_key(monitor.id, labels)
         series = self.series.get(key)
         if series is None:
-            detector = registry.make(monitor.detector_kind, self._detector_params(monitor))
-            series = self.series[key] = Series(monitor, labels, detector)
+            series = self._new_series(monitor, labels, key)
+        return series
+
+    def _new_series(self, monitor: Monitor, labels: dict[str, str], key: str) -> Series:
+        detector = registry.make(monitor.detector_kind, self._detector_params(monitor))
+        series = self.series[key] = Series(monitor, labels, detector, key)
         return series
 
     # -- records -------------------------------------------------------------------
@@ -146,11 +181,254 @@ class Engine:
         return out
 
     def process_many(self, records: Iterable[InputRecord]) -> Outcome:
+        """Feed records in order: the same outcome and state as `process` on each."""
         out = Outcome()
-        for record in records:
-            one = self.process(record)
+        for _, one in self.process_each(records):
             out.anomalies.extend(one.anomalies)
             out.errors.extend(one.errors)
+        return out
+
+    def process_each(self, records: Iterable[InputRecord]) -> list[tuple[int, Outcome]]:
+        """Feed records in order; (index, outcome) of each record whose outcome is not
+        empty, in order, equal to what `process` on each record returns.
+
+        A run of metric points is grouped by series (routes remembered per label set)
+        and each series gets its points in one batch, in the order of the records; other
+        records go through `process` where they stand. State, outcomes and their order
+        are those of `process` record by record. With `on_verdict` set (it would see the
+        verdicts grouped by series), every record goes through `process`.
+        """
+        if not isinstance(records, Sequence):
+            records = list(records)
+        results: list[tuple[int, int, Anomaly | str]] = []
+        n = len(records)
+        kinds = list(map(type, records))
+        if self.on_verdict is not None:
+            for i, record in enumerate(records):
+                self._tag(i, self.process(record), results)
+        elif kinds.count(MetricPoint) == n:
+            self._metric_batch(records, 0, results)
+        else:
+            i = 0
+            while i < n:
+                if kinds[i] is MetricPoint:
+                    end = i + 1
+                    while end < n and kinds[end] is MetricPoint:
+                        end += 1
+                    self._metric_batch(records[i:end], i, results)
+                    i = end
+                else:
+                    self._tag(i, self.process(records[i]), results)
+                    i += 1
+        return self._untag(results)
+
+    def _metric_batch(
+        self,
+        records: Sequence[InputRecord],
+        offset: int,
+        results: list[tuple[int, int, Anomaly | str]],
+    ) -> None:
+        """Metric points (exactly, not subclasses) that came at `offset` in a batch."""
+        points: Sequence[MetricPoint] = records  # type: ignore[assignment]
+        n = len(points)
+        if not n:
+            return
+        try:
+            routes = list(
+                zip(
+                    map(_PRODUCT, points),
+                    map(_NAME, points),
+                    map(tuple, map(_ITEMS, map(_LABELS, points))),
+                    strict=True,
+                )
+            )
+            times = list(map(_TIMESTAMP, map(_TS, points)))
+            values = list(map(_VALUE, points))
+        except Exception:  # not what the contract says a metric point is: one by one
+            for i in range(n):
+                self._tag(offset + i, self.process(points[i]), results)
+            return
+        ids: dict[tuple[str, str, tuple[tuple[str, str], ...]], int] = {}
+        group_of = list(map(ids.setdefault, routes, itertools.count()))
+        if len(ids) == 1:
+            by_route = [list(range(n))]
+        else:  # the indices of each label set, label sets in order of first appearance
+            order = sorted(range(n), key=group_of.__getitem__)
+            by_route = [list(run) for _, run in itertools.groupby(order, group_of.__getitem__)]
+        groups: dict[str, _Group] = {}
+        for indices in by_route:
+            first = indices[0]
+            targets: list[_Group] = []
+            try:
+                self._groups(routes[first], points[first].labels, groups, offset, targets)
+            except Exception:
+                # where `process` raises (a series that cannot be made): what it does up to
+                # there is feed the points before this one, then this one to the series
+                # of the monitors before the failing one
+                self._metric_batch(points[:first], offset, results)
+                t = times[first]
+                if self.watermark is None or t > self.watermark:
+                    self.watermark = t
+                for group in targets:
+                    scratch = Outcome()
+                    self._feed(group.series, t, values[first], scratch)
+                    self._tag(offset + first, scratch, results, group.position)
+                raise
+            for group in targets:
+                group.parts.append(indices)
+        newest = max(times)
+        if self.watermark is None or newest > self.watermark:
+            self.watermark = newest
+        for group in groups.values():
+            parts = group.parts
+            indices = parts[0] if len(parts) == 1 else sorted(itertools.chain(*parts))
+            group.index = indices
+            group.ts = list(map(times.__getitem__, indices))
+            group.xs = list(map(values.__getitem__, indices))
+        self._feed_groups(groups, results)
+
+    def _groups(
+        self,
+        route: tuple[str, str, tuple[tuple[str, str], ...]],
+        labels: dict[str, str],
+        groups: dict[str, _Group],
+        offset: int,
+        out: list[_Group],
+    ) -> None:
+        """The batch's groups a metric point with these labels goes to, into `out`, series
+        made as `process` makes them."""
+        for position, monitor, series_labels, key in self._metric_routes(route, labels):
+            group = groups.get(key)
+            if group is None:
+                series = self.series.get(key)
+                if series is None:
+                    series = self._new_series(monitor, dict(series_labels), key)
+                group = groups[key] = _Group(series, position, offset)
+            out.append(group)
+
+    def _metric_routes(
+        self, route: tuple[str, str, tuple[tuple[str, str], ...]], labels: dict[str, str]
+    ) -> _Routes:
+        """The metric monitors selecting this label set, with their series keys (cached:
+        matchers and keys depend on nothing else)."""
+        routes = self._routes.get(route)
+        if routes is None:
+            routes = []
+            for position, (monitor, matches) in enumerate(self._metric.get(route[:2], ())):
+                if matches(labels):
+                    series_labels = dict(labels)
+                    key = series_key(monitor.id, series_labels)
+                    routes.append((position, monitor, series_labels, key))
+            if len(self._routes) >= ROUTE_CACHE_SIZE:
+                self._routes.clear()
+            self._routes[route] = routes
+        return routes
+
+    def _feed_groups(
+        self, groups: dict[str, _Group], results: list[tuple[int, int, Anomaly | str]]
+    ) -> None:
+        """Each group's points to its series: one `update_batches` call per detector class
+        with a batch path of its own, `_feed` point by point otherwise."""
+        native: dict[type[Any], list[_Group]] = {}
+        for group in groups.values():
+            if group.series.detector.native_batch:
+                native.setdefault(type(group.series.detector), []).append(group)
+            else:
+                self._feed_one_by_one(group, results)
+        for cls, batch_groups in native.items():
+            try:
+                batches = cls.update_batches(
+                    [g.series.detector for g in batch_groups],
+                    [g.ts for g in batch_groups],
+                    [g.xs for g in batch_groups],
+                )
+            except Exception:  # states untouched: series by series finds the one that fails
+                for group in batch_groups:
+                    self._feed_batch(group, results)
+                continue
+            for group, batch in zip(batch_groups, batches, strict=True):
+                self._judge_batch(group, batch, results)
+
+    def _feed_batch(self, group: _Group, results: list[tuple[int, int, Anomaly | str]]) -> None:
+        try:
+            batch = group.series.detector.update_batch(group.ts, group.xs)
+        except Exception:  # state untouched: point by point finds the point and says so
+            self._feed_one_by_one(group, results)
+        else:
+            self._judge_batch(group, batch, results)
+
+    def _feed_one_by_one(
+        self, group: _Group, results: list[tuple[int, int, Anomaly | str]]
+    ) -> None:
+        scratch = Outcome()
+        for i, t, x in zip(group.index, group.ts, group.xs, strict=True):
+            self._feed(group.series, t, x, scratch)
+            if scratch.anomalies or scratch.errors:
+                self._tag(group.offset + i, scratch, results, group.position)
+                scratch = Outcome()
+
+    def _judge_batch(
+        self, group: _Group, batch: VerdictBatch, results: list[tuple[int, int, Anomaly | str]]
+    ) -> None:
+        """What `_feed` does after `update`, for each verdict of a batch (no `on_verdict`):
+        only anomalous verdicts, and those after an anomaly or an absence, matter."""
+        series, ts, xs, flags = group.series, group.ts, group.xs, batch.flags
+        seen = ts if None not in xs else [t for t, x in zip(ts, xs, strict=True) if x is not None]
+        if seen:
+            newest = max(seen)
+            last = series.last_seen
+            series.last_seen = newest if last is None else max(last, newest)
+        position, offset = group.position, group.offset
+        i, n = 0, len(flags)
+        while i < n:
+            if series.absent or series.anomalous_since is not None:
+                if not flags[i]:
+                    i += 1
+                    continue
+            else:
+                try:
+                    i = flags.index(VerdictBatch.ANOMALOUS, i)
+                except ValueError:
+                    return
+            verdict = batch.get(i)
+            assert verdict is not None
+            t = ts[i]
+            if series.absent:
+                series.absent = False
+                if not verdict.anomalous:
+                    series.anomalous_since = None
+                    anomaly = series.anomaly(t, "recovered", verdict)
+                    results.append((offset + group.index[i], position, anomaly))
+                    i += 1
+                    continue
+            found = series.judge(t, verdict)
+            if found is not None:
+                results.append((offset + group.index[i], position, found))
+            i += 1
+
+    @staticmethod
+    def _tag(
+        i: int, outcome: Outcome, results: list[tuple[int, int, Anomaly | str]], sub: int = 0
+    ) -> None:
+        """Entries of a record's outcome, tagged (record, rank) so that a stable sort
+        restores `process`'s order of anomalies and of errors (within a metric point's
+        outcome: by monitor, from `sub`, each monitor giving at most one entry)."""
+        for k, anomaly in enumerate(outcome.anomalies):
+            results.append((i, sub + k, anomaly))
+        for k, error in enumerate(outcome.errors):
+            results.append((i, sub + k, error))
+
+    @staticmethod
+    def _untag(results: list[tuple[int, int, Anomaly | str]]) -> list[tuple[int, Outcome]]:
+        results.sort(key=lambda entry: (entry[0], entry[1]))
+        out: list[tuple[int, Outcome]] = []
+        for i, _, item in results:
+            if not out or out[-1][0] != i:
+                out.append((i, Outcome()))
+            if isinstance(item, str):
+                out[-1][1].errors.append(item)
+            else:
+                out[-1][1].anomalies.append(item)
         return out
 
     def _feed(self, series: Series, t: float, x: Any, out: Outcome) -> None:
@@ -177,9 +455,13 @@ class Engine:
             out.anomalies.append(anomaly)
 
     def _on_metric(self, record: MetricPoint, t: float, out: Outcome) -> None:
-        for monitor, matches in self._metric.get((record.product, record.name), ()):
-            if matches(record.labels):
-                self._feed(self._series_for(monitor, dict(record.labels)), t, record.value, out)
+        labels = record.labels
+        route = (record.product, record.name, tuple(labels.items()))
+        for _, monitor, series_labels, key in self._metric_routes(route, labels):
+            series = self.series.get(key)
+            if series is None:  # its own labels, as anomalies hand them out
+                series = self._new_series(monitor, dict(series_labels), key)
+            self._feed(series, t, record.value, out)
 
     def _on_prediction(self, record: PredictionLog, t: float, out: Outcome) -> None:
         key = (record.product, record.model)

@@ -43,10 +43,16 @@ class Series:
 
     __slots__ = ("absent", "anomalous_since", "detector", "key", "labels", "last_seen", "monitor")
 
-    def __init__(self, monitor: Monitor, labels: dict[str, str], detector: Detector[Any, Any]):
+    def __init__(
+        self,
+        monitor: Monitor,
+        labels: dict[str, str],
+        detector: Detector[Any, Any],
+        key: str | None = None,
+    ):
         self.monitor = monitor
         self.labels = labels
-        self.key = series_key(monitor.id, labels)
+        self.key = series_key(monitor.id, labels) if key is None else key
         self.detector = detector
         self.last_seen: float | None = None
         self.anomalous_since: float | None = None

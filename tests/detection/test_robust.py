@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import random
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -215,3 +217,171 @@ def test_params_are_validated() -> None:
     with pytest.raises(DetectorConfigError) as exc:
         registry.parse_params("robust", {"window": 10, "min_history": 20})
     assert "min_history" in str(exc.value)
+
+
+# -- the batch path ---------------------------------------------------------------------
+
+
+def odd_series(rng: random.Random, n: int) -> list[float | None]:
+    """Noise with spikes, level shifts, flat stretches, gaps and values that need care."""
+    level = rng.choice([0.0, 1.0, 100.0, 1e6])
+    sd = rng.choice([0.0, 0.01, 1.0, 10.0]) * (abs(level) or 1.0)
+    flat = rng.random() < 0.2
+    xs: list[float | None] = []
+    for _ in range(n):
+        if rng.random() < 0.01:
+            level += rng.choice([-1.0, 1.0]) * rng.uniform(5.0, 50.0) * (sd or 1.0)
+        if rng.random() < 0.01:
+            flat = not flat
+        x: float | None = level if flat else level + rng.gauss(0.0, sd)
+        r = rng.random()
+        if r < 0.02:
+            x = (x or 1.0) * rng.choice([0.1, 3.0, -2.0])
+        elif r < 0.03:
+            x = None
+        elif r < 0.035:
+            x = math.nan
+        elif r < 0.037:
+            x = rng.choice([math.inf, -math.inf, -0.0, 0.0])
+        elif r < 0.05 and x is not None:
+            x = float(round(x))
+        xs.append(x)
+    return xs
+
+
+def random_params(rng: random.Random) -> RobustParams:
+    window = rng.choice([3, 4, 5, 7, 8, 28, 29])
+    return RobustParams(
+        window=window,
+        min_history=rng.randint(3, window),
+        threshold=rng.choice([1.0, 3.0, 4.5]),
+        shift_after=rng.choice([1, 2, 3, 5]),
+    )
+
+
+def same(got: list[Verdict | None], expected: list[Verdict | None]) -> bool:
+    """Equal to the bit (repr tells -0.0 from 0.0 and shows NaN)."""
+    return [repr(v) for v in got] == [repr(v) for v in expected]
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_update_batch_equals_update(seed: int) -> None:
+    rng = random.Random(seed)
+    params = random_params(rng)
+    n = rng.randint(0, 700)
+    xs = odd_series(rng, n)
+    ts = [float(i) for i in range(n)]
+    one = RobustBaselineDetector(params)
+    expected = [one.update(t, x) for t, x in zip(ts, xs, strict=True)]
+    batched = RobustBaselineDetector(params)
+    k = 0
+    while k < n:
+        step = rng.choice([1, 5, 25, 100, 1000])
+        batch = batched.update_batch(ts[k : k + step], xs[k : k + step])
+        assert len(batch) == len(xs[k : k + step])
+        verdicts = batch.verdicts()
+        assert same(verdicts, expected[k : k + step])
+        assert batch.flags == [0 if v is None else 2 if v.anomalous else 1 for v in verdicts]
+        k += step
+        state = RobustBaselineDetector(params)
+        state.update_many(ts[:k], xs[:k])
+        assert batched.to_bytes() == state.to_bytes()
+    assert batched.to_bytes() == one.to_bytes()
+
+
+def test_update_batch_follows_shifts_and_outliers_in_the_steady_state() -> None:
+    xs: list[float | None] = list(noisy(2000, 21))
+    for i in range(100, 2000, 97):
+        xs[i] = 130.0  # outliers now and then
+    for i in range(1000, 2000):
+        xs[i] = (xs[i] or 0.0) + 40.0  # a level shift
+    xs[1500] = None
+    ts = [float(i) for i in range(2000)]
+    one = RobustBaselineDetector()
+    expected = [one.update(t, x) for t, x in zip(ts, xs, strict=True)]
+    got = RobustBaselineDetector().update_batch(ts, xs).verdicts()
+    assert same(got, expected)
+    assert sum(v is not None and v.kind == "level_shift" for v in got) == 1
+    assert len(anomalies(got)) > 15
+
+
+def test_update_batches_equal_update_on_each() -> None:
+    rng = random.Random(3)
+    params = [random_params(rng) for _ in range(12)]
+    singles = [RobustBaselineDetector(p) for p in params]
+    batched = [RobustBaselineDetector(p) for p in params]
+    for round_ in range(30):
+        ts, xs = [], []
+        for _ in params:
+            n = rng.choice([0, 1, 3, 25, 60])
+            ts.append([round_ * 100.0 + i for i in range(n)])
+            xs.append(odd_series(rng, n))
+        expected = [
+            [d.update(t, x) for t, x in zip(tk, xk, strict=True)]
+            for d, tk, xk in zip(singles, ts, xs, strict=True)
+        ]
+        batches = RobustBaselineDetector.update_batches(batched, ts, xs)
+        for batch, want in zip(batches, expected, strict=True):
+            assert same(batch.verdicts(), want)
+        assert [d.to_bytes() for d in batched] == [d.to_bytes() for d in singles]
+
+
+def test_update_batch_reads_other_numbers_like_update() -> None:
+    xs: list[Any] = [10, 11.0, True, 9, "10.5", None, 10.0] * 5 + [40]
+    ts = [float(i) for i in range(len(xs))]
+    one = RobustBaselineDetector()
+    expected = [one.update(t, x) for t, x in zip(ts, xs, strict=True)]
+    batched = RobustBaselineDetector()
+    assert same(batched.update_batch(ts, xs).verdicts(), expected)
+    assert batched.to_bytes() == one.to_bytes()
+
+
+def test_update_batches_is_all_or_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    detectors = [RobustBaselineDetector() for _ in range(3)]
+    for k, d in enumerate(detectors):
+        d.update_many(range(40), noisy(40, 30 + k))
+        d.update(40.0, 200.0)  # in a run of anomalies
+    before = [d.to_bytes() for d in detectors]
+    states = [d.state for d in detectors]
+    real = RobustBaselineDetector.update
+
+    def fragile(self: RobustBaselineDetector, t: float, x: Any) -> Verdict | None:
+        if x == math.inf:
+            raise RuntimeError("boom")
+        return real(self, t, x)
+
+    monkeypatch.setattr(RobustBaselineDetector, "update", fragile)
+    xs = [[*noisy(30, 40 + k), *([math.inf] if k == 2 else []), 200.0] for k in range(3)]
+    ts = [[41.0 + i for i in range(len(x))] for x in xs]
+    with pytest.raises(RuntimeError, match="boom"):
+        RobustBaselineDetector.update_batches(detectors, ts, xs)
+    assert [d.to_bytes() for d in detectors] == before
+    assert [d.state for d in detectors] == states
+    assert all(d.state is s for d, s in zip(detectors, states, strict=True))
+
+
+def test_update_batches_checks_its_arguments() -> None:
+    d = RobustBaselineDetector()
+    with pytest.raises(ValueError, match="twice"):
+        RobustBaselineDetector.update_batches([d, d], [[0.0], [1.0]], [[1.0], [2.0]])
+    with pytest.raises(ValueError, match="times"):
+        d.update_batch([0.0, 1.0], [1.0])
+    assert d.to_bytes() == RobustBaselineDetector().to_bytes()
+    assert RobustBaselineDetector().update_batch([], []).verdicts() == []
+
+
+def test_update_batch_goes_through_an_update_of_another_kind() -> None:
+    class Doubled(RobustBaselineDetector):
+        def update(self, t: float, x: Any) -> Verdict | None:
+            return super().update(t, None if x is None else 2 * x)
+
+    xs = noisy(80, 50)
+    ts = [float(i) for i in range(80)]
+    one = Doubled()
+    expected = [one.update(t, x) for t, x in zip(ts, xs, strict=True)]
+    assert same(Doubled().update_batch(ts, xs).verdicts(), expected)
+
+    patched = RobustBaselineDetector()
+    patched.update = lambda t, x: None  # type: ignore[method-assign]
+    assert patched.update_batch(ts, xs).verdicts() == [None] * 80
+    assert patched.to_bytes() == RobustBaselineDetector().to_bytes()

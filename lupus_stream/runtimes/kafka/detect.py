@@ -157,9 +157,10 @@ class DetectStage:
         )
         for error in decoded.errors:
             await self._deadletter(message, error.describe(), error.raw, error.index, error.field)
-        for record in decoded.records:
-            self.counts.records += 1
-            outcome = state.engine.process(record)
+        # the whole message at once (grouped by series), with the outcomes of
+        # `process` record by record, in their order
+        self.counts.records += len(decoded.records)
+        for _, outcome in state.engine.process_each(decoded.records):
             for reason in outcome.errors:
                 await self._deadletter(message, reason)
             await self.emit(outcome)
