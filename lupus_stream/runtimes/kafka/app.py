@@ -39,6 +39,7 @@ from lupus_stream.runtimes.kafka.snapshots import RedisSnapshotStore
 from lupus_stream.settings import KafkaSettings, Settings
 
 _log = logging.getLogger(__name__)
+FETCH_MAX_WAIT_MS = 100  # long-poll of the worker's consumer (Faust fixes it at 1500)
 _encoder = msgspec.json.Encoder()
 _anomaly = msgspec.json.Decoder(Anomaly)
 
@@ -293,6 +294,7 @@ class KafkaRuntime:
     async def start(self) -> None:
         await self.connect()
         await self.app.start()
+        shorten_long_poll(self.app, FETCH_MAX_WAIT_MS)
         self._publishing = asyncio.create_task(self._publisher())
 
     async def stop(self) -> None:
@@ -307,6 +309,22 @@ class KafkaRuntime:
         await self.app.stop()
         if self.alert_store is not None:
             await self.alert_store.close()
+
+
+def shorten_long_poll(app: faust.App, wait_ms: int) -> None:
+    """Bound how long one fetch may wait on the broker for partitions without data.
+
+    aiokafka keeps one fetch in flight per broker and leaves out of it the partitions
+    whose fetched records are not consumed yet. When every busy partition still has
+    records, the fetch asks only for quiet ones (the anomalies topic, an idle input
+    topic), and the broker holds it for the whole long-poll: once the busy partitions
+    drain, the worker idles until it returns. Faust passes no setting for it, so it is
+    set on the running consumer (faust-streaming and aiokafka are pinned exactly).
+    """
+    fetcher = app.consumer._thread._ensure_consumer()._fetcher  # type: ignore[attr-defined]
+    if not hasattr(fetcher, "_fetch_max_wait_ms"):
+        raise RuntimeError("aiokafka's fetcher has no _fetch_max_wait_ms: check the pins")
+    fetcher._fetch_max_wait_ms = wait_ms
 
 
 def _base(topic: str, settings: Settings) -> str:
