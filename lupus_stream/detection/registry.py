@@ -28,6 +28,7 @@ _KINDS: dict[str, tuple[str, str, InputKind]] = {
     "robust": ("lupus_stream.detection.robust", "RobustBaselineDetector", "series"),
     "baseline": ("lupus_stream.detection.baseline", "SeasonalBaselineDetector", "series"),
     "seasonal": ("lupus_stream.detection.seasonal", "SeasonalDetector", "series"),
+    "changepoint": ("lupus_stream.detection.changepoint", "ChangePointDetector", "series"),
     "drift": ("lupus_stream.detection.drift", "DriftDetector", "distribution"),
     "accuracy": ("lupus_stream.detection.accuracy", "AccuracyDetector", "outcome"),
     "fairness": ("lupus_stream.detection.fairness", "FairnessGapDetector", "grouped_outcome"),
