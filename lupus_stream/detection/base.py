@@ -11,7 +11,6 @@ Time is passed in as event time in epoch seconds (`t`); detectors never read a c
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import msgspec
@@ -19,14 +18,14 @@ import msgspec
 FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(msgspec.Struct, frozen=True):
     """What a detector concluded about one observation or one closed window.
 
     `score` is calibrated to [0, 1] (a tail probability where the detector has a model);
     `value` is the observed quantity the verdict is about (the point, or a window
     statistic such as PSI or accuracy); `changepoint_at` is the event time at which a
-    new regime started, when the detector has just placed one.
+    new regime started, when the detector has just placed one. A msgspec struct: a
+    series detector builds one per point, and a frozen dataclass costs ~15 times more.
     """
 
     score: float
