@@ -39,6 +39,7 @@ from lupus_stream.runtimes.kafka.snapshots import RedisSnapshotStore
 from lupus_stream.settings import KafkaSettings, Settings
 
 _log = logging.getLogger(__name__)
+STOP_DRAIN_SECONDS = 10.0  # how long a stopping worker waits for its alert publisher
 FETCH_MAX_WAIT_MS = 100  # long-poll of the worker's consumer (Faust fixes it at 1500)
 _encoder = msgspec.json.Encoder()
 _anomaly = msgspec.json.Decoder(Anomaly)
@@ -297,15 +298,24 @@ class KafkaRuntime:
         shorten_long_poll(self.app, FETCH_MAX_WAIT_MS)
         self._publishing = asyncio.create_task(self._publisher())
 
+    async def _last_drain(self) -> None:
+        if self._publishing is not None:
+            await self._publishing
+        if self.alert_store is not None:
+            await self._publish_transitions()
+
     async def stop(self) -> None:
         if self.stage is not None:
             await self.stage.release(set(self.stage.partitions))
         self._stopping = True
         self._committed.set()
-        if self._publishing is not None:
-            await self._publishing  # lets a drain in progress finish: no half-published batch
-        if self.alert_store is not None:
-            await self._publish_transitions()  # the rest waits in Redis for the next worker
+        # Let a drain in progress finish (no half-published batch) and drain once more,
+        # but not forever: with the broker gone, a cancelled drain is read back by the
+        # next worker, and what is left waits in Redis for it.
+        try:
+            await asyncio.wait_for(self._last_drain(), STOP_DRAIN_SECONDS)
+        except TimeoutError:
+            _log.warning("alert outbox not drained within %ss of stopping", STOP_DRAIN_SECONDS)
         await self.app.stop()
         if self.alert_store is not None:
             await self.alert_store.close()
