@@ -53,9 +53,14 @@ How it works, per series:
    escalation scores again. The score is new evidence; the verdict's `anomalous` flag
    is the point's own state (beyond the alarm level, suppressed or not), so an alert
    stays firing while the incident lasts.
-8. **Level shifts.** `shift_after` point alarms in a row on one side are a new level:
-   the detector reports it (`changepoint_at` = the run's first point, kind
-   `level_shift`) and moves the level by the run's median residual.
+8. **Level shifts.** `shift_after` points in a row on one side that are point alarms,
+   or beyond `SURPRISE_CLIP` robust sigmas whatever the tails say (one huge spike makes
+   them heavy enough to hide a shift that follows), and that agree with each other
+   (their spread is at most their median: a plateau, not a burst), are a new level. The
+   detector reports it (`changepoint_at` = the run's first point, kind `level_shift`,
+   anomalous, scored by the shift's size in robust sigmas under a normal model, since a
+   new level is news whatever incident is open) and moves the level by the run's median
+   residual.
 
 Cold start: the first `warmup` points only set level and scale (score 0). Until a period
 is decided the model is level-only, its scale the larger of the MAD- and mean-absolute-
@@ -413,21 +418,23 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
                 s.daily[dph] += seasonal_step
             else:
                 s.weekly[wph] += seasonal_step
-        point_alarm = alarm and best == 0
-        if not point_alarm:
+        # a point alarm, or a point beyond SURPRISE_CLIP robust sigmas whatever the tails
+        # say (a huge spike makes them heavy), counts toward a level-shift run
+        in_run = (alarm and best == 0) or a0 > SURPRISE_CLIP
+        if not in_run:
             s.scale += p.scale_rate * (MEAN_ABS_TO_SIGMA * abs(step) - s.scale)
             if s.run_side:
                 s.run_ts, s.run_res, s.run_side = [], [], 0
             if not anomalous:
                 return Verdict(score, False, value, expected, expected - band, expected + band)
-        detail = (
-            f"{('point', 'shift', 'spread')[best]} surprise, p = 10^-{raw + LOG10_COMPONENTS:.1f}"
-            f"; robust z {z:+.1f} from {expected:.4g}"
-        )
+        detail = f"robust z {z:+.1f} from {expected:.4g}"
+        if best >= 0:
+            surprise = ("point", "shift", "spread")[best]
+            detail = f"{surprise} surprise, p = 10^-{raw + LOG10_COMPONENTS:.1f}; {detail}"
         if not (s.day_bins or s.week_bins):
             detail += " (no season)"
         lower, upper = expected - band, expected + band
-        if not point_alarm:
+        if not in_run:
             return Verdict(score, True, value, expected, lower, upper, detail=detail)
         return self._run(t, value, expected, lower, upper, residual, score, anomalous, detail)
 
@@ -509,12 +516,20 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         if len(s.run_res) < p.shift_after:
             return Verdict(score, anomalous, value, expected, lower, upper, detail=detail)
         shift = float(np.median(s.run_res))
+        if max(s.run_res) - min(s.run_res) > abs(shift):  # a burst, not a new level
+            del s.run_ts[0], s.run_res[0]
+            return Verdict(score, anomalous, value, expected, lower, upper, detail=detail)
         start = s.run_ts[0]
         s.level += shift
         s.run_ts, s.run_res, s.run_side = [], [], 0
+        # a new level is news whatever the open incident: scored by its size in robust
+        # sigmas under a normal model, the tails' verdict on single points aside
+        sigma = abs(shift) / max(s.scale, 1e-9)
+        lp = -_log10_normal_tail(sigma) - LOG10_COMPONENTS
+        shift_score = lp / (lp + HALF_SCORE_LOG10_P) if lp > 0.0 else 0.0
         return Verdict(
-            score,
-            anomalous,
+            max(score, shift_score),
+            True,
             value,
             expected,
             lower,
@@ -688,3 +703,11 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         # in-sample: a profile fitted to k cycles absorbs 1/k of the noise variance
         k = max((n - max(s.day_bins, s.week_bins)) / max(s.day_bins, s.week_bins), 1.5)
         s.scale = scale * math.sqrt(k / (k - 1.0))
+
+
+def _log10_normal_tail(z: float) -> float:
+    """log10 of the two-sided normal tail probability of z, accurate far into the tail."""
+    a = abs(z)
+    if a < 8.0:
+        return math.log10(math.erfc(a / math.sqrt(2.0)))
+    return -(a * a / 2.0 + math.log(a * math.sqrt(math.pi / 2.0))) / math.log(10.0)

@@ -160,10 +160,15 @@ def test_repeats_of_one_incident_score_once_and_stay_anomalous() -> None:
     d = SeasonalDetector()
     verdicts = d.update_many(ts, xs)
     flags = flagged(verdicts)
-    assert flags[:2] == [start, start + 1]  # the alert stays firing
-    assert set(flags) <= {start, start + 1, start + 2}
+    assert flags[:3] == [start, start + 1, start + 2]  # the alert stays firing
+    assert not any(v is not None and v.anomalous for v in verdicts[start + 6 :])
     scored = [i for i, v in enumerate(verdicts) if v is not None and v.score >= 0.5]
-    assert scored == [start]  # but only the onset is new evidence
+    assert scored[0] == start  # the onset is new evidence, its repeats are not
+    assert start + 1 not in scored
+    # three equal points are a level for a while, placed at its first point, and the
+    # return is a change back, placed where it began
+    placed = [v.changepoint_at for v in verdicts if v is not None and v.kind == "level_shift"]
+    assert placed == [ts[start], ts[start + 3]]
 
 
 def test_level_shift_is_reported_with_its_start_and_then_followed() -> None:
@@ -267,3 +272,17 @@ def test_daily_job_that_drifts_by_minutes_becomes_routine(seed: int) -> None:
     assert not set(jobs[3:]) & set(flags)  # from the third day on the job is routine
     scores = [v.score for v in (verdicts[at] for at in jobs[3:]) if v is not None]
     assert len(scores) == len(jobs) - 3 and float(np.mean(scores)) < 0.2
+
+
+def test_a_huge_spike_does_not_hide_a_later_level_shift() -> None:
+    rng = np.random.default_rng(1)
+    xs: list[float | None] = [10 + float(rng.normal(0, 0.5)) for _ in range(200)]
+    xs[120] = 30.0  # 40 sigma: the learned tails grow heavy
+    for i in range(150, 200):
+        xs[i] = 25 + float(rng.normal(0, 0.5))
+    ts = [i * 3600.0 for i in range(200)]
+    verdicts = SeasonalDetector().update_many(ts, xs)
+    shifts = [v for v in verdicts if v is not None and v.kind == "level_shift"]
+    assert [v.changepoint_at for v in shifts] == [ts[150]]
+    assert shifts[0].anomalous and shifts[0].score >= 0.5
+    assert not any(v is not None and v.anomalous for v in verdicts[160:])
