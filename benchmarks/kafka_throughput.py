@@ -9,7 +9,7 @@ What it does, in an isolated namespace (own topic prefix, consumer groups, Redis
 removed at the end):
 
 1. writes a catalog to a temp dir: a few products, each with metric monitors using the
-   default detector (robust), and generates hourly points for many labelled series
+   default detector (or `--detector KIND`), and generates hourly points for many labelled series
    (daily cycle, noise, a few spikes);
 2. produces them into the metrics topic as batched messages of `--batch` records of one
    signal key each (as `lupus-stream send` does), all before any consumer starts;
@@ -104,8 +104,9 @@ TIMEOUT = 600.0  # seconds a stage may take before the benchmark gives up
 # -- data -------------------------------------------------------------------------------
 
 
-def write_catalog(directory: Path) -> None:
-    """One file per product; every metric gets a monitor with the default detector."""
+def write_catalog(directory: Path, detector: str | None = None) -> None:
+    """One file per product; every metric gets a monitor with `detector` (None: the
+    default one)."""
     directory.mkdir(parents=True, exist_ok=True)
     for product in PRODUCTS:
         lines = [
@@ -120,6 +121,8 @@ def write_catalog(directory: Path) -> None:
                 f"    signal: {{kind: metric, name: {name}}}",
                 "    alert: {severity: ticket}",
             ]
+            if detector is not None:
+                lines.append(f"    detector: {{kind: {detector}}}")
         (directory / f"{product}.yaml").write_text("\n".join(lines) + "\n")
 
 
@@ -594,6 +597,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
+        "--detector", help="detector kind of every monitor (default: what a monitor gets)"
+    )
+    parser.add_argument(
         "--bare-passes", type=int, default=3, help="bare consumer passes (median is used)"
     )
     parser.add_argument(
@@ -626,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def run(args: argparse.Namespace, ns: Namespace) -> int:
-    write_catalog(ns.workdir / "detectors")
+    write_catalog(ns.workdir / "detectors", args.detector)
     settings = ns.settings()
     catalog = load_catalog(settings.detectors)
     products = set(catalog.products)

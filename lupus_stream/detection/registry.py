@@ -36,7 +36,7 @@ _KINDS: dict[str, tuple[str, str, InputKind]] = {
 }
 
 DEFAULT_KIND: dict[InputKind, str] = {
-    "series": "robust",
+    "series": "seasonal",
     "distribution": "drift",
     "outcome": "accuracy",
     "grouped_outcome": "fairness",

@@ -179,6 +179,7 @@ def test_routing_by_name_and_label_matchers(tmp_path: Path) -> None:
 SPIKE = """
 - name: latency_p99
   signal: {kind: metric, name: latency, labels: {region: eu}}
+  detector: {kind: robust}
 """
 
 
@@ -227,6 +228,7 @@ def test_anomaly_ids_are_deterministic(tmp_path: Path) -> None:
 ABSENT = """
 - name: hourly_orders
   signal: {kind: metric, name: orders, absent_after: 3h}
+  detector: {kind: robust}
 """
 
 
@@ -496,7 +498,7 @@ def test_detector_that_raises_is_reported_and_others_go_on(
     out = engine.process(metric(1, 500.0))
     assert len(out.errors) == 1
     assert "shop/fragile" in out.errors[0]
-    assert "robust" in out.errors[0] and "RuntimeError: boom" in out.errors[0]
+    assert "seasonal" in out.errors[0] and "RuntimeError: boom" in out.errors[0]
     assert states(out.anomalies) == [("shop/sturdy", "anomalous", "threshold")]
     assert fragile.last_seen == at(0).timestamp()  # a failed update is not data
     monkeypatch.undo()

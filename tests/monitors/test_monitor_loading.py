@@ -106,7 +106,7 @@ def test_minimal_monitor_gets_defaults(tmp_path: Path) -> None:
     spec = load_product(path)
     (monitor,) = spec.monitors
     assert monitor.id == "shop/latency"
-    assert monitor.detector_kind == "robust"
+    assert monitor.detector_kind == "seasonal"
     assert monitor.detector_params == {}
     assert monitor.alert.severity == "ticket"
     assert monitor.alert.for_seconds == 0.0
