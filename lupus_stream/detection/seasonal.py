@@ -112,6 +112,7 @@ LOG10_COMPONENTS = math.log10(COMPONENTS)
 LN10 = math.log(10.0)
 _FLOAT = struct.Struct("<f")
 _NAN = _FLOAT.pack(math.nan)
+_copysign, _log10, _sqrt = math.copysign, math.log10, math.sqrt
 
 Period = Literal["auto", "none", "1d", "1w", "1d+1w"]
 
@@ -192,9 +193,59 @@ def _phase(t: float, period: float, bins: int) -> int:
     return int((t % period) / period * bins) % bins
 
 
+def _gap_median(gaps: list[float]) -> float:
+    """`float(np.median(gaps))`, without numpy for the usual positive float gaps.
+
+    A median is the middle order statistic or the mean of the two middle ones, the same
+    floats sorted or partitioned; anything else (ints, zeros, NaN) goes to numpy.
+    """
+    for g in gaps:
+        if type(g) is not float or not g > 0.0:
+            return float(np.median(gaps))
+    ordered = sorted(gaps)
+    half = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[half]
+    return (ordered[half - 1] + ordered[half]) / 2.0
+
+
 def _robust_var(x: np.ndarray) -> float:
     mad = float(np.median(np.abs(x - np.median(x))))
     return (MAD_TO_SIGMA * mad) ** 2
+
+
+def _phase_medians(values: np.ndarray, ph: np.ndarray, bins: int) -> np.ndarray:
+    """Per phase, `np.median` of the values of that phase (0 where a phase has none).
+
+    One sort for all phases: a median is its group's middle order statistic (or the mean
+    of the two middle ones), the same floats whichever way they are found. Only a -0.0
+    (which sorts equal to 0.0 but encodes differently) or a non-finite value could tell
+    the ways apart; those take the per-phase `np.median` loop.
+    """
+    profile = np.zeros(bins)
+    zeros = values == 0.0
+    if not np.isfinite(values).all() or (zeros.any() and np.signbit(values[zeros]).any()):
+        order = np.argsort(ph, kind="stable")
+        sorted_ph = ph[order]
+        sorted_values = values[order]
+        bounds = np.searchsorted(sorted_ph, np.arange(bins + 1))
+        for b in range(bins):
+            lo, hi = bounds[b], bounds[b + 1]
+            if hi > lo:
+                profile[b] = float(np.median(sorted_values[lo:hi]))
+        return profile
+    order = np.lexsort((values, ph))  # by phase, then by value
+    sorted_values = values[order]
+    bounds = np.searchsorted(ph[order], np.arange(bins + 1))
+    lo, hi = bounds[:-1], bounds[1:]
+    count = hi - lo
+    present = count > 0
+    mid = (lo + count // 2)[present]
+    odd = (count % 2 == 1)[present]
+    upper = sorted_values[mid]
+    lower = sorted_values[np.where(odd, mid, mid - 1)]
+    profile[present] = np.where(odd, upper, (lower + upper) / 2.0)
+    return profile
 
 
 def decompose(
@@ -211,15 +262,7 @@ def decompose(
     inner = slice(half, len(values) - half)
     detrended = values[inner] - trend[inner]
     ph = phases[inner]
-    profile = np.zeros(bins)
-    order = np.argsort(ph, kind="stable")
-    sorted_ph = ph[order]
-    sorted_values = detrended[order]
-    bounds = np.searchsorted(sorted_ph, np.arange(bins + 1))
-    for b in range(bins):
-        lo, hi = bounds[b], bounds[b + 1]
-        if hi > lo:
-            profile[b] = float(np.median(sorted_values[lo:hi]))
+    profile = _phase_medians(detrended, ph, bins)
     profile -= float(np.median(profile))
     season = profile[ph]
     remainder = detrended - season
@@ -261,7 +304,24 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         self._tail_rate = 1.0 / p.memory
         self._excess_rate = 10.0 / p.memory
         self._season_step = p.season_rate * (1.0 - p.level_rate)
+        self._warmup = p.warmup
+        # the constants of a point's update, unpacked into locals in one step
+        self._rates = (
+            p.shift_rate,
+            p.spread_rate,
+            self._tail_rate,
+            1.0 - self._tail_rate,
+            self._alarm,
+            self._note,
+            p.refractory,
+            p.clip,
+            p.level_rate,
+            self._season_step,
+            p.scale_rate,
+        )
         self._env_bins, self._env_reach, self._env_keep = 0, 0, 1.0
+        self._candidates_for: float | None = None  # the interval `_day_week` is for
+        self._day_week = (0, 0)
         s = self.state
         if not s.rate:
             s.rate = [TAIL_PRIOR_RATE] * COMPONENTS
@@ -288,26 +348,172 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         value = float(x)
         if value - value != 0.0:  # NaN or infinite
             return None
-        p, s = self.params, self.state
+        s = self.state
         t_last = s.t_last
-        fresh = t_last is None or t > t_last
-        if fresh:
-            if s.n <= INTERVAL_SAMPLES:
-                self._observe_time(t)
-            else:
-                s.t_last = t
-            s.n += 1
-            if not s.decided:
-                self._remember(t, value)
+        if t_last is not None and not t > t_last:  # late or duplicate: learns nothing
+            if not s.ready:
+                return Verdict(
+                    0.0, False, value, detail=f"warming up ({len(s.warm)}/{self._warmup})"
+                )
+            return self._late(t, value)
+        n = s.n
+        if n <= INTERVAL_SAMPLES:
+            self._observe_time(t)
+        else:
+            s.t_last = t
+        s.n = n = n + 1
+        if not s.decided:
+            self._remember(t, value)
         if not s.ready:
-            if fresh:
-                s.warm.append(value)
-                if len(s.warm) >= p.warmup:
-                    self._start_level()
-            return Verdict(0.0, False, value, detail=f"warming up ({len(s.warm)}/{p.warmup})")
+            warm = s.warm
+            warm.append(value)
+            if len(warm) >= self._warmup:
+                self._start_level()
+            return Verdict(0.0, False, value, detail=f"warming up ({len(s.warm)}/{self._warmup})")
 
         # expected value and standardised residual
         dph = wph = -1
+        level = s.level
+        expected = level
+        day_bins = s.day_bins
+        if day_bins:
+            dph = int((t % DAY) / DAY * day_bins) % day_bins
+            expected += s.daily[dph]
+        week_bins = s.week_bins
+        if week_bins:
+            wph = int((t % WEEK) / WEEK * week_bins) % week_bins
+            expected += s.weekly[wph]
+        residual = value - expected
+        state_scale = scale = s.scale
+        floor = 1e-6 * abs(expected)
+        if scale < floor:
+            scale = floor
+        if scale < 1e-9:
+            scale = 1e-9
+        z = residual / scale
+        band = scale * s.band_z
+
+        # the three surprises, each against its own tail
+        a0 = abs(z)
+        if s.env_up:  # an excursion like the recent ones at this time of day is routine
+            a0 = self._envelope(t, z, a0)
+        (
+            shift_rate,
+            spread_rate,
+            r,
+            keep_r,
+            alarm_level,
+            note_level,
+            refractory,
+            clip,
+            level_rate,
+            season_step,
+            scale_rate,
+        ) = self._rates
+        zc = _copysign(a0 if a0 < SURPRISE_CLIP else SURPRISE_CLIP, z)
+        shift = s.shift
+        shift = shift + shift_rate * (zc - shift)
+        spread = s.spread
+        spread = spread + spread_rate * (zc * zc - spread)
+        shift_ms, spread_mean, spread_var = s.shift_ms, s.spread_mean, s.spread_var
+        a1 = abs(shift) / _sqrt(shift_ms)
+        a2 = (spread - spread_mean) / _sqrt(spread_var + 1e-12)
+        rate = s.rate
+        raw = 0.0
+        best = -1
+        if a0 > TAIL_START or a1 > TAIL_START or a2 > TAIL_START:
+            excess = s.excess
+            if a0 > TAIL_START:
+                raw = (a0 - TAIL_START) / (excess[0] * LN10) - _log10(rate[0])
+                best = 0
+            if a1 > TAIL_START:
+                q = (a1 - TAIL_START) / (excess[1] * LN10) - _log10(rate[1])
+                if q > raw:
+                    raw, best = q, 1
+            if a2 > TAIL_START:
+                q = (a2 - TAIL_START) / (excess[2] * LN10) - _log10(rate[2])
+                if q > raw:
+                    raw, best = q, 2
+            exceeded = True
+        else:
+            exceeded = False
+        raw -= LOG10_COMPONENTS  # Bonferroni over the three surprises
+        if raw < 0.0:
+            raw = 0.0
+        alarm = raw >= alarm_level
+
+        # one alert per incident
+        lp = raw
+        if raw >= note_level:
+            if s.open_for > 0:
+                peak = s.peak
+                if raw < ESCALATION * peak:
+                    lp = 0.0
+                if raw > peak:
+                    s.peak = raw
+            else:
+                s.peak = raw
+            s.open_for = refractory
+        else:
+            open_for = s.open_for
+            if open_for > 0:
+                s.open_for = open_for - 1
+                lp = 0.0
+        score = lp / (lp + HALF_SCORE_LOG10_P)
+        anomalous = alarm  # the point is beyond the alarm level, new evidence or not
+
+        # learn: windowed surprises, their spreads, the tails (every point, so a new
+        # normal becomes normal), then level, season and scale with clipped steps
+        s.shift, s.spread = shift, spread
+        s.shift_ms = shift_ms + r * (shift * shift - shift_ms)
+        delta = spread - spread_mean
+        s.spread_mean = spread_mean + r * delta
+        s.spread_var = keep_r * (spread_var + r * delta * delta)
+        w = 1.0 / (n + TAIL_PRIOR_POINTS)
+        if w < r:
+            w = r
+        if exceeded:
+            self._learn_tails(w, a0, a1, a2)
+        else:
+            keep = 1.0 - w
+            rate[0] *= keep
+            rate[1] *= keep
+            rate[2] *= keep
+        limit = clip * scale
+        step = residual if -limit <= residual <= limit else _copysign(limit, residual)
+        s.level = level + level_rate * step
+        if dph >= 0:
+            if wph >= 0:
+                seasonal_step = season_step * step
+                s.daily[dph] += 0.5 * seasonal_step
+                s.weekly[wph] += 0.5 * seasonal_step
+            else:
+                s.daily[dph] += season_step * step
+        elif wph >= 0:
+            s.weekly[wph] += season_step * step
+        # a point alarm, or a point beyond SURPRISE_CLIP robust sigmas whatever the tails
+        # say (a huge spike makes them heavy), counts toward a level-shift run
+        in_run = (alarm and best == 0) or a0 > SURPRISE_CLIP
+        if not in_run:
+            s.scale = state_scale + scale_rate * (MEAN_ABS_TO_SIGMA * abs(step) - state_scale)
+            if s.run_side:
+                s.run_ts, s.run_res, s.run_side = [], [], 0
+            if not anomalous:
+                return Verdict(score, False, value, expected, expected - band, expected + band)
+        detail = f"robust z {z:+.1f} from {expected:.4g}"
+        if best >= 0:
+            surprise = ("point", "shift", "spread")[best]
+            detail = f"{surprise} surprise, p = 10^-{raw + LOG10_COMPONENTS:.1f}; {detail}"
+        if not (day_bins or week_bins):
+            detail += " (no season)"
+        lower, upper = expected - band, expected + band
+        if not in_run:
+            return Verdict(score, True, value, expected, lower, upper, detail=detail)
+        return self._run(t, value, expected, lower, upper, residual, score, anomalous, detail)
+
+    def _late(self, t: float, value: float) -> Verdict:
+        """A late or duplicate point: scored as a point against the current model."""
+        s = self.state
         expected = s.level
         if s.day_bins:
             dph = int((t % DAY) / DAY * s.day_bins) % s.day_bins
@@ -325,118 +531,23 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         z = residual / scale
         rate, excess = s.rate, s.excess
         band = scale * s.band_z
-        if not fresh:  # a late or duplicate point: scored as a point, learns nothing
-            a = abs(z)
+        a = abs(z)
+        lp = 0.0
+        if a > TAIL_START:
+            lp = (a - TAIL_START) / (excess[0] * LN10) - math.log10(rate[0])
+            lp -= LOG10_COMPONENTS
+        if s.open_for > 0 and lp < ESCALATION * s.peak:
             lp = 0.0
-            if a > TAIL_START:
-                lp = (a - TAIL_START) / (excess[0] * LN10) - math.log10(rate[0])
-                lp -= LOG10_COMPONENTS
-            if s.open_for > 0 and lp < ESCALATION * s.peak:
-                lp = 0.0
-            score = lp / (lp + HALF_SCORE_LOG10_P) if lp > 0.0 else 0.0
-            return Verdict(
-                score,
-                score >= self._threshold,
-                value,
-                expected,
-                expected - band,
-                expected + band,
-                detail="late point, scored against the current model",
-            )
-
-        # the three surprises, each against its own tail
-        a0 = abs(z)
-        if s.env_up:  # an excursion like the recent ones at this time of day is routine
-            a0 = self._envelope(t, z, a0)
-        zc = math.copysign(a0 if a0 < SURPRISE_CLIP else SURPRISE_CLIP, z)
-        shift = s.shift + p.shift_rate * (zc - s.shift)
-        spread = s.spread + p.spread_rate * (zc * zc - s.spread)
-        a1 = abs(shift) / math.sqrt(s.shift_ms)
-        a2 = (spread - s.spread_mean) / math.sqrt(s.spread_var + 1e-12)
-        raw = 0.0
-        best = -1
-        if a0 > TAIL_START:
-            raw = (a0 - TAIL_START) / (excess[0] * LN10) - math.log10(rate[0])
-            best = 0
-        if a1 > TAIL_START:
-            q = (a1 - TAIL_START) / (excess[1] * LN10) - math.log10(rate[1])
-            if q > raw:
-                raw, best = q, 1
-        if a2 > TAIL_START:
-            q = (a2 - TAIL_START) / (excess[2] * LN10) - math.log10(rate[2])
-            if q > raw:
-                raw, best = q, 2
-        raw -= LOG10_COMPONENTS  # Bonferroni over the three surprises
-        if raw < 0.0:
-            raw = 0.0
-        alarm = raw >= self._alarm
-
-        # one alert per incident
-        lp = raw
-        if raw >= self._note:
-            if s.open_for > 0:
-                if raw < ESCALATION * s.peak:
-                    lp = 0.0
-                if raw > s.peak:
-                    s.peak = raw
-            else:
-                s.peak = raw
-            s.open_for = p.refractory
-        elif s.open_for > 0:
-            s.open_for -= 1
-            lp = 0.0
-        score = lp / (lp + HALF_SCORE_LOG10_P)
-        anomalous = alarm  # the point is beyond the alarm level, new evidence or not
-
-        # learn: windowed surprises, their spreads, the tails (every point, so a new
-        # normal becomes normal), then level, season and scale with clipped steps
-        s.shift, s.spread = shift, spread
-        r = self._tail_rate
-        s.shift_ms += r * (shift * shift - s.shift_ms)
-        delta = spread - s.spread_mean
-        s.spread_mean += r * delta
-        s.spread_var = (1.0 - r) * (s.spread_var + r * delta * delta)
-        w = 1.0 / (s.n + TAIL_PRIOR_POINTS)
-        if w < r:
-            w = r
-        if a0 > TAIL_START or a1 > TAIL_START or a2 > TAIL_START:
-            self._learn_tails(w, a0, a1, a2)
-        else:
-            keep = 1.0 - w
-            rate[0] *= keep
-            rate[1] *= keep
-            rate[2] *= keep
-        limit = p.clip * scale
-        step = residual if -limit <= residual <= limit else math.copysign(limit, residual)
-        s.level += p.level_rate * step
-        if dph >= 0 or wph >= 0:
-            seasonal_step = self._season_step * step
-            if dph >= 0 and wph >= 0:
-                s.daily[dph] += 0.5 * seasonal_step
-                s.weekly[wph] += 0.5 * seasonal_step
-            elif dph >= 0:
-                s.daily[dph] += seasonal_step
-            else:
-                s.weekly[wph] += seasonal_step
-        # a point alarm, or a point beyond SURPRISE_CLIP robust sigmas whatever the tails
-        # say (a huge spike makes them heavy), counts toward a level-shift run
-        in_run = (alarm and best == 0) or a0 > SURPRISE_CLIP
-        if not in_run:
-            s.scale += p.scale_rate * (MEAN_ABS_TO_SIGMA * abs(step) - s.scale)
-            if s.run_side:
-                s.run_ts, s.run_res, s.run_side = [], [], 0
-            if not anomalous:
-                return Verdict(score, False, value, expected, expected - band, expected + band)
-        detail = f"robust z {z:+.1f} from {expected:.4g}"
-        if best >= 0:
-            surprise = ("point", "shift", "spread")[best]
-            detail = f"{surprise} surprise, p = 10^-{raw + LOG10_COMPONENTS:.1f}; {detail}"
-        if not (s.day_bins or s.week_bins):
-            detail += " (no season)"
-        lower, upper = expected - band, expected + band
-        if not in_run:
-            return Verdict(score, True, value, expected, lower, upper, detail=detail)
-        return self._run(t, value, expected, lower, upper, residual, score, anomalous, detail)
+        score = lp / (lp + HALF_SCORE_LOG10_P) if lp > 0.0 else 0.0
+        return Verdict(
+            score,
+            score >= self._threshold,
+            value,
+            expected,
+            expected - band,
+            expected + band,
+            detail="late point, scored against the current model",
+        )
 
     def _envelope(self, t: float, z: float, a: float) -> float:
         """The point surprise `a = |z|`, relative to the envelope of excursions on the same
@@ -543,9 +654,10 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
 
     def _observe_time(self, t: float) -> None:
         s = self.state
-        if s.t_last is not None and len(s.gaps) < INTERVAL_SAMPLES:
-            s.gaps.append(t - s.t_last)
-            s.interval = float(np.median(s.gaps))
+        t_last, gaps = s.t_last, s.gaps
+        if t_last is not None and len(gaps) < INTERVAL_SAMPLES:
+            gaps.append(t - t_last)
+            s.interval = _gap_median(gaps)
         s.t_last = t
 
     def _start_level(self) -> None:
@@ -562,29 +674,35 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
 
     def _remember(self, t: float, value: float) -> None:
         """Keep raw history on the sampling grid for the period decision, then decide."""
-        p, s = self.params, self.state
-        if s.interval <= 0.0 or len(s.gaps) < INTERVAL_SAMPLES:
+        s = self.state
+        interval = s.interval
+        if interval <= 0.0 or len(s.gaps) < INTERVAL_SAMPLES:
             return
-        if not s.history:
+        history = s.history
+        if not history:
             s.history_t0 = t
-        count = len(s.history) // 4
-        index = round((t - s.history_t0) / s.interval)
+        count = len(history) // 4
+        index = round((t - s.history_t0) / interval)
         if index < count:  # two points in one grid cell: keep the later one
-            s.history[-4:] = _FLOAT.pack(value)
+            history[-4:] = _FLOAT.pack(value)
         else:
             if index > count:
-                s.history += _NAN * min(index - count, MAX_HISTORY)
-            s.history += _FLOAT.pack(value)
-        count = len(s.history) // 4
+                history += _NAN * min(index - count, MAX_HISTORY)
+            history += _FLOAT.pack(value)
+            s.history = history
+        count = len(history) // 4
         if count > MAX_HISTORY:
             drop = count - MAX_HISTORY
-            del s.history[: 4 * drop]
-            s.history_t0 += drop * s.interval
+            del history[: 4 * drop]
+            s.history_t0 += drop * interval
             count = MAX_HISTORY
-        if p.period != "auto":
-            self._fix_period(p.period, count)
+        period = self.params.period
+        if period != "auto":
+            self._fix_period(period, count)
             return
-        day, week = self._candidates()
+        if self._candidates_for != interval:
+            self._candidates_for, self._day_week = interval, self._candidates()
+        day, week = self._day_week
         if not day and not week:
             s.decided, s.history = True, bytearray()
             return
@@ -680,10 +798,10 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         n = len(values)
         changed = False
         if daily is not None and not s.day_bins:
-            s.day_bins, s.daily = len(daily), [float(v) for v in daily]
+            s.day_bins, s.daily = len(daily), daily.astype(float).tolist()
             changed = True
         if weekly is not None and not s.week_bins:
-            s.week_bins, s.weekly = len(weekly), [float(v) for v in weekly]
+            s.week_bins, s.weekly = len(weekly), weekly.astype(float).tolist()
             changed = True
         if not changed:
             return
@@ -697,8 +815,9 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         width = max(3, min(len(rest) // 4, 25))
         smooth = np.convolve(rest, np.ones(width) / width, mode="valid")
         remainder = rest[width // 2 : width // 2 + len(smooth)] - smooth
-        mad = float(np.median(np.abs(remainder - np.median(remainder))))
-        mean_abs = float(np.mean(np.abs(remainder - np.median(remainder))))
+        deviation = np.abs(remainder - np.median(remainder))
+        mad = float(np.median(deviation))
+        mean_abs = float(np.mean(deviation))
         scale = max(MAD_TO_SIGMA * mad, MEAN_ABS_TO_SIGMA * mean_abs, 1e-9)
         # in-sample: a profile fitted to k cycles absorbs 1/k of the noise variance
         k = max((n - max(s.day_bins, s.week_bins)) / max(s.day_bins, s.week_bins), 1.5)
