@@ -62,7 +62,12 @@ async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
     try:
         topic = NewTopic(name=name, num_partitions=partitions, replication_factor=1)
         await step(admin.create_topics([topic]))
-        described = await step(admin.describe_topics([name]))
+        # The broker answers the creation before its metadata lists the partitions.
+        for _ in range(50):
+            described = await step(admin.describe_topics([name]))
+            if described[0]["partitions"]:
+                break
+            await asyncio.sleep(0.1)
         assert len(described[0]["partitions"]) == partitions
     finally:
         await step(admin.close())
