@@ -10,17 +10,9 @@ import pytest
 from lupus_stream.detection import registry
 from lupus_stream.detection.baseline import BaselineParams, SeasonalBaselineDetector
 from lupus_stream.detection.registry import DetectorConfigError
+from tests.detection.synthetic import daily_with_weekly_cycle
 
 HOUR, DAY = 3600.0, 86400.0
-
-
-def daily_with_weekly_cycle(days: int, seed: int) -> tuple[list[float], list[float]]:
-    rng = np.random.default_rng(seed)
-    ts = [d * DAY for d in range(days)]
-    xs = [
-        100.0 * (1.25 if d % 7 in (5, 6) else 1.0) * (1 + rng.normal(0, 0.02)) for d in range(days)
-    ]
-    return ts, xs
 
 
 def test_weekends_are_not_anomalies_but_a_drop_is() -> None:

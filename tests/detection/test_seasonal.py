@@ -12,35 +12,13 @@ from lupus_stream.detection import registry
 from lupus_stream.detection.base import StateError, Verdict
 from lupus_stream.detection.registry import DetectorConfigError
 from lupus_stream.detection.seasonal import SeasonalDetector, SeasonalParams
+from tests.detection.synthetic import daily_with_weekly_cycle, hourly_daily_weekly
 
 HOUR, DAY, WEEK = 3600.0, 86400.0, 7 * 86400.0
 
 
 def flagged(verdicts: list[Verdict | None]) -> list[int]:
     return [i for i, v in enumerate(verdicts) if v is not None and v.anomalous]
-
-
-def daily_with_weekly_cycle(days: int, seed: int) -> tuple[list[float], list[float]]:
-    rng = np.random.default_rng(seed)
-    ts = [d * DAY for d in range(days)]
-    xs = [
-        100.0 * (1.25 if d % 7 in (5, 6) else 1.0) * (1 + rng.normal(0, 0.02)) for d in range(days)
-    ]
-    return ts, xs
-
-
-def hourly_daily_weekly(hours: int, seed: int) -> tuple[list[float], list[float]]:
-    rng = np.random.default_rng(seed)
-    ts = [h * HOUR for h in range(hours)]
-    xs = [
-        1000.0
-        + 0.05 * h
-        + 200.0 * math.sin(2 * math.pi * h / 24)
-        + 80.0 * math.sin(2 * math.pi * h / 168)
-        + float(rng.normal(0, 20))
-        for h in range(hours)
-    ]
-    return ts, xs
 
 
 @pytest.mark.parametrize("seed", [3, 7, 11])
