@@ -79,12 +79,14 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import msgspec
 import numpy as np
 
-from lupus_stream.detection.base import Detector, Verdict
+from lupus_stream.detection import seasonal_steady as steady
+from lupus_stream.detection.base import Detector, Verdict, VerdictBatch
 
 DAY = 86400.0
 WEEK = 7 * DAY
@@ -294,6 +296,9 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
     version = 3
     Params = SeasonalParams
     State = SeasonalState
+    _state: SeasonalState
+    _work: np.ndarray | None  # the state as the compiled path left it, when newer
+    _history: np.ndarray  # and its period-decision history, while undecided
 
     def __init__(self, params: SeasonalParams | None = None, state: SeasonalState | None = None):
         super().__init__(params, state)
@@ -319,7 +324,27 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             self._season_step,
             p.scale_rate,
         )
-        self._env_bins, self._env_reach, self._env_keep = 0, 0, 1.0
+        # the envelope's reach and fading, for (bins, interval): derived, not state, so
+        # they are recomputed whenever either changes (the interval does while it is
+        # being estimated) and a restored detector goes on as the original does
+        self._env_bins, self._env_interval, self._env_reach, self._env_keep = 0, 0.0, 0, 1.0
+        consts = np.zeros(steady.CONSTS)
+        for index, value in (
+            (steady.SHIFT_RATE, p.shift_rate),
+            (steady.SPREAD_RATE, p.spread_rate),
+            (steady.TAIL_RATE, self._tail_rate),
+            (steady.TAIL_KEEP, 1.0 - self._tail_rate),
+            (steady.ALARM, self._alarm),
+            (steady.NOTE, self._note),
+            (steady.REFRACTORY, p.refractory),
+            (steady.CLIP, p.clip),
+            (steady.LEVEL_RATE, p.level_rate),
+            (steady.SEASON_STEP, self._season_step),
+            (steady.SCALE_RATE, p.scale_rate),
+            (steady.EXCESS_RATE, self._excess_rate),
+        ):
+            consts[index] = value
+        self._consts = consts
         self._candidates_for: float | None = None  # the interval `_day_week` is for
         self._day_week = (0, 0)
         s = self.state
@@ -340,12 +365,201 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             return found
         return "none" if s.decided else None
 
+    # -- batches -------------------------------------------------------------------
+
+    native_batch = True
+
+    def update_many(self, ts: Sequence[float], xs: Sequence[Any]) -> list[Verdict | None]:
+        return self.update_batch(ts, xs).verdicts()
+
+    def update_batch(self, ts: Sequence[float], xs: Sequence[Any]) -> VerdictBatch:
+        return self.update_batches([self], [ts], [xs])[0]
+
+    @classmethod
+    def update_batches(
+        cls,
+        detectors: Sequence[SeasonalDetector],
+        ts: Sequence[Sequence[float]],
+        xs: Sequence[Sequence[Any]],
+    ) -> list[VerdictBatch]:
+        """`update` on every point, all or nothing: a steady series' points go through the
+        compiled update (see `seasonal_steady`), the rest through `update` itself."""
+        if not len(detectors) == len(ts) == len(xs):
+            raise ValueError("update_batches: as many time and value lists as detectors")
+        if len({id(d) for d in detectors}) != len(detectors):
+            raise ValueError("update_batches: a detector appears twice")
+        before = [(d._state, d._work) for d in detectors]
+        try:
+            return [d._batch(t, x) for d, t, x in zip(detectors, ts, xs, strict=True)]
+        except BaseException:
+            for detector, (state, work) in zip(detectors, before, strict=True):
+                detector._state, detector._work = state, work
+            raise
+
+    def _batch(self, ts: Sequence[float], xs: Sequence[Any]) -> VerdictBatch:
+        """Never changes the state it starts from: the compiled path writes a new state
+        vector, the reference path works on a deep copy."""
+        n = len(ts)
+        if len(xs) != n:
+            raise ValueError(f"update_batch: {n} times for {len(xs)} values")
+        times = np.asarray(ts, dtype=np.float64)
+        values = _as_floats(xs)
+        out = np.zeros((n, steady.COLUMNS))
+        made: dict[int, Verdict | None] = {}
+        owned = False  # the state is a deep copy this batch may change in place
+        i = 0
+        while i < n:
+            if self._work is not None or self._steady_state():
+                i = self._compiled(times, values, i, out)
+                if i == n:
+                    break
+                if out[i, steady.STATUS] == steady.IN_RUN:
+                    if not owned:
+                        self._state, owned = _deep_copy(self.state), True
+                    made[i] = self._finish_run(ts[i], float(values[i]), out[i])
+                    i += 1
+                    continue
+            if not owned:
+                self._state, owned = _deep_copy(self.state), True
+            made[i] = self.update(ts[i], xs[i])
+            i += 1
+        flags = out[:, steady.STATUS].astype(np.int64).tolist()
+        for j, verdict in made.items():
+            flags[j] = 0 if verdict is None else 2 if verdict.anomalous else 1
+        return _SeasonalBatch(flags, made, out, values)
+
+    def _steady_state(self) -> bool:
+        """Past warm-up and the interval decision, and the period decided or its next
+        check known: the compiled update applies."""
+        s = self._state
+        if not (s.ready and s.n > INTERVAL_SAMPLES):
+            return False
+        return s.decided or (s.interval > 0.0 and self._check_at() > 0)
+
+    def _check_at(self) -> int:
+        """History cells at which `_remember` next decides something (0: unknown)."""
+        s, period = self._state, self.params.period
+        if period == "auto":
+            return s.next_check
+        if period == "none":
+            return 0
+        day, week = _bins(DAY, s.interval), _bins(WEEK, s.interval)
+        return min(2 * (week if "1w" in period else day), MAX_HISTORY)
+
+    def _compiled(self, times: np.ndarray, values: np.ndarray, start: int, out: np.ndarray) -> int:
+        """The compiled update from `start`, into a new state vector; returns where it
+        stopped."""
+        work, history = self._work, self._history
+        s = self._state
+        if work is None:
+            work = self._to_vector(s)
+            work[steady.CHECK_AT] = self._check_at()
+            history = _EMPTY_HISTORY
+            if not s.decided:
+                history = np.empty(steady.HISTORY_CAPACITY, dtype=np.float32)
+                cells = len(s.history) // 4
+                history[:cells] = np.frombuffer(s.history, dtype="<f4")
+        elif history.shape[0]:
+            history = history.copy()  # the starting state stays as it was
+        env_bins = len(s.env_up)
+        if env_bins and (self._env_bins != env_bins or self._env_interval != s.interval):
+            self._env_setup(env_bins)
+        consts = self._consts
+        consts[steady.ENV_REACH], consts[steady.ENV_KEEP] = self._env_reach, self._env_keep
+        new = np.empty_like(work)
+        stop: int = steady.run(
+            times,
+            values,
+            start,
+            work,
+            new,
+            s.day_bins,
+            s.week_bins,
+            env_bins,
+            history,
+            consts,
+            out,
+        )
+        self._work, self._history = new, history
+        return stop
+
+    @staticmethod
+    def _to_vector(s: SeasonalState) -> np.ndarray:
+        scalars = (
+            s.n,
+            s.t_last,
+            s.level,
+            s.scale,
+            s.shift,
+            s.spread,
+            s.shift_ms,
+            s.spread_mean,
+            s.spread_var,
+            s.band_z,
+            s.peak,
+            s.open_for,
+            s.run_side,
+            s.interval,
+            len(s.history) // 4,
+            s.history_t0,
+            0,  # CHECK_AT
+        )
+        return np.array(
+            [
+                *scalars,
+                *s.rate,
+                *s.excess,
+                *s.exceeded,
+                *s.daily,
+                *s.weekly,
+                *s.env_up,
+                *s.env_down,
+            ],
+            dtype=np.float64,
+        )
+
+    @property
+    def state(self) -> SeasonalState:
+        """The state struct, brought up to date with the compiled path's vector."""
+        work = self._work
+        if work is not None:
+            self._work = None  # the caller may change the struct: the vector is stale
+            self._state = _from_vector(self._state, work, self._history)
+        return self._state
+
+    @state.setter
+    def state(self, value: SeasonalState) -> None:
+        self._state, self._work, self._history = value, None, _EMPTY_HISTORY
+
+    def _finish_run(self, t: float, value: float, row: np.ndarray) -> Verdict:
+        """What `update` does after the compiled part, for a point of a level-shift run."""
+        s = self.state
+        expected, band, raw = float(row[steady.EXPECTED]), float(row[steady.BAND]), row[steady.RAW]
+        detail = _detail(
+            float(row[steady.Z]),
+            expected,
+            int(row[steady.BEST]),
+            float(raw),
+            bool(s.day_bins or s.week_bins),
+        )
+        return self._run(
+            float(t),
+            value,
+            expected,
+            expected - band,
+            expected + band,
+            float(row[steady.RESIDUAL]),
+            float(row[steady.SCORE]),
+            bool(raw >= self._alarm),
+            detail,
+        )
+
     # -- model -----------------------------------------------------------------------
 
     def update(self, t: float, x: Any) -> Verdict | None:
         if x is None:
             return None
-        value = float(x)
+        t, value = float(t), float(x)
         if value - value != 0.0:  # NaN or infinite
             return None
         s = self.state
@@ -500,12 +714,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
                 s.run_ts, s.run_res, s.run_side = [], [], 0
             if not anomalous:
                 return Verdict(score, False, value, expected, expected - band, expected + band)
-        detail = f"robust z {z:+.1f} from {expected:.4g}"
-        if best >= 0:
-            surprise = ("point", "shift", "spread")[best]
-            detail = f"{surprise} surprise, p = 10^-{raw + LOG10_COMPONENTS:.1f}; {detail}"
-        if not (day_bins or week_bins):
-            detail += " (no season)"
+        detail = _detail(z, expected, best, raw, bool(day_bins or week_bins))
         lower, upper = expected - band, expected + band
         if not in_run:
             return Verdict(score, True, value, expected, lower, upper, detail=detail)
@@ -561,11 +770,8 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         s = self.state
         env = s.env_up if z > 0.0 else s.env_down
         bins = len(env)
-        if self._env_bins != bins:
-            width = DAY / bins
-            self._env_bins, self._env_reach = bins, round(ENVELOPE_JITTER / width)
-            # each visit fades its phase by the share of a day's decay it stands for
-            self._env_keep = ENVELOPE_DECAY ** (min(s.interval, width) / width)
+        if self._env_bins != bins or self._env_interval != s.interval:
+            self._env_setup(bins)
         ph = int((t % DAY) / DAY * bins) % bins
         out = a
         if a > TAIL_START:
@@ -581,6 +787,13 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         e = env[ph] * self._env_keep
         env[ph] = a if a > e else e
         return out
+
+    def _env_setup(self, bins: int) -> None:
+        width = DAY / bins
+        self._env_bins, self._env_interval = bins, self._state.interval
+        self._env_reach = round(ENVELOPE_JITTER / width)
+        # each visit fades its phase by the share of a day's decay it stands for
+        self._env_keep = ENVELOPE_DECAY ** (min(self._state.interval, width) / width)
 
     def _learn_tails(self, w: float, a0: float, a1: float, a2: float) -> None:
         """One point of the peaks-over-threshold estimates of the three surprises."""
@@ -683,12 +896,16 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             s.history_t0 = t
         count = len(history) // 4
         index = round((t - s.history_t0) / interval)
+        try:
+            cell = _FLOAT.pack(value)
+        except OverflowError:  # beyond float32: a gap in the history, not a failure
+            cell = _NAN
         if index < count:  # two points in one grid cell: keep the later one
-            history[-4:] = _FLOAT.pack(value)
+            history[-4:] = cell
         else:
             if index > count:
                 history += _NAN * min(index - count, MAX_HISTORY)
-            history += _FLOAT.pack(value)
+            history += cell
             s.history = history
         count = len(history) // 4
         if count > MAX_HISTORY:
@@ -738,17 +955,18 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
 
     def _check_periods(self, day: int, week: int) -> None:
         p, s = self.params, self.state
-        values = self._values()
-        n = len(values)
+        n = len(s.history) // 4
+        values: np.ndarray | None = None  # the history, read only when a test needs it
         daily = weekly = None
         if day and n >= MIN_CYCLES * day and not s.day_bins:
+            values = self._values()
             profile, strength, _ = decompose(values, day, self._phases(n, DAY, day))
             if strength >= p.min_strength:
                 daily = profile
         elif s.day_bins:
             daily = np.asarray(s.daily)
         if week and n >= MIN_CYCLES * week:
-            rest = values
+            rest = values = self._values() if values is None else values
             if daily is not None:
                 rest = values - daily[self._phases(n, DAY, len(daily))]
             profile, strength, _ = decompose(rest, week, self._phases(n, WEEK, week))
@@ -761,9 +979,13 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             return
         if daily is not None and weekly is None and can_grow:
             if not s.day_bins:
-                self._install(values, daily, None)  # keep testing for a weekly cycle
+                assert values is not None
+                self._install(values, daily, None)
+            # a daily season is in place: the next test is the weekly one, once the
+            # history holds enough weeks for it
+            s.next_check = MIN_CYCLES * week
             return
-        self._install(values, daily, weekly)
+        self._install(self._values() if values is None else values, daily, weekly)
         s.decided = True
         s.history = bytearray()
 
@@ -822,6 +1044,107 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         # in-sample: a profile fitted to k cycles absorbs 1/k of the noise variance
         k = max((n - max(s.day_bins, s.week_bins)) / max(s.day_bins, s.week_bins), 1.5)
         s.scale = scale * math.sqrt(k / (k - 1.0))
+
+
+def _detail(z: float, expected: float, best: int, raw: float, seasonal: bool) -> str:
+    """What an anomalous point's verdict says: the surprise that spoke, and the residual."""
+    detail = f"robust z {z:+.1f} from {expected:.4g}"
+    if best >= 0:
+        surprise = ("point", "shift", "spread")[best]
+        detail = f"{surprise} surprise, p = 10^-{raw + LOG10_COMPONENTS:.1f}; {detail}"
+    return detail if seasonal else detail + " (no season)"
+
+
+def _from_vector(s: SeasonalState, work: np.ndarray, history: np.ndarray) -> SeasonalState:
+    """A new state struct: `s` with what the compiled update wrote into `work` and
+    `history`."""
+    v = work.tolist()
+    at = steady.SCALARS + 9
+    day, week, env = s.day_bins, s.week_bins, len(s.env_up)
+    fields: dict[str, Any] = {
+        "n": int(v[steady.N]),
+        "t_last": v[steady.T_LAST],
+        "level": v[steady.LEVEL],
+        "scale": v[steady.SCALE],
+        "shift": v[steady.SHIFT],
+        "spread": v[steady.SPREAD],
+        "shift_ms": v[steady.SHIFT_MS],
+        "spread_mean": v[steady.SPREAD_MEAN],
+        "spread_var": v[steady.SPREAD_VAR],
+        "band_z": v[steady.BAND_Z],
+        "peak": v[steady.PEAK],
+        "open_for": int(v[steady.OPEN_FOR]),
+        "rate": v[steady.SCALARS : steady.SCALARS + 3],
+        "excess": v[steady.SCALARS + 3 : steady.SCALARS + 6],
+        "exceeded": v[steady.SCALARS + 6 : steady.SCALARS + 9],
+        "daily": v[at : at + day],
+        "weekly": v[at + day : at + day + week],
+        "env_up": v[at + day + week : at + day + week + env],
+        "env_down": v[at + day + week + env : at + day + week + 2 * env],
+    }
+    if s.run_side and not v[steady.RUN_SIDE]:
+        fields.update(run_ts=[], run_res=[], run_side=0)
+    if history.shape[0]:
+        cells = int(v[steady.HISTORY_CELLS])
+        fields.update(
+            history=bytearray(history[:cells].astype("<f4").tobytes()),
+            history_t0=v[steady.HISTORY_T0],
+        )
+    return msgspec.structs.replace(s, **fields)
+
+
+_EMPTY_HISTORY = np.zeros(0, dtype=np.float32)
+
+
+def _as_floats(xs: Sequence[Any]) -> np.ndarray:
+    """Values as float64, None as NaN (both give no verdict and change nothing)."""
+    try:
+        return np.fromiter(xs, dtype=np.float64, count=len(xs))
+    except TypeError:
+        return np.array([math.nan if x is None else float(x) for x in xs], dtype=np.float64)
+
+
+_state_encoder = msgspec.msgpack.Encoder()
+_state_decoder = msgspec.msgpack.Decoder(SeasonalState)
+
+
+def _deep_copy(state: SeasonalState) -> SeasonalState:
+    return _state_decoder.decode(_state_encoder.encode(state))
+
+
+class _SeasonalBatch(VerdictBatch):
+    """Verdicts of a batch, built on demand from the compiled update's rows."""
+
+    __slots__ = ("_made", "_out", "_rows", "_values")
+
+    def __init__(
+        self,
+        flags: list[int],
+        made: dict[int, Verdict | None],
+        out: np.ndarray,
+        values: np.ndarray,
+    ) -> None:
+        self.flags = flags
+        self._made, self._out = made, out
+        self._values: Any = values
+        self._rows: list[list[float]] | None = None
+
+    def get(self, i: int) -> Verdict | None:
+        if i in self._made:
+            return self._made[i]
+        flag = self.flags[i]
+        if not flag:
+            return None
+        if self._rows is None:
+            self._rows, self._values = self._out.tolist(), self._values.tolist()
+        row = self._rows[i]
+        score, expected, band = row[steady.SCORE], row[steady.EXPECTED], row[steady.BAND]
+        lower, upper = expected - band, expected + band
+        if flag == VerdictBatch.NORMAL:
+            return Verdict(score, False, self._values[i], expected, lower, upper)
+        best, raw = int(row[steady.BEST]), row[steady.RAW]
+        detail = _detail(row[steady.Z], expected, best, raw, bool(row[steady.SEASONAL]))
+        return Verdict(score, True, self._values[i], expected, lower, upper, detail=detail)
 
 
 def _log10_normal_tail(z: float) -> float:

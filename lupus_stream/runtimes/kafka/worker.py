@@ -8,6 +8,7 @@ import signal
 from collections.abc import Callable
 
 from lupus_stream.contracts.topics import TopicSpec
+from lupus_stream.detection import seasonal_steady
 from lupus_stream.monitors import Catalog
 from lupus_stream.runtimes.kafka import metrics
 from lupus_stream.runtimes.kafka.app import KafkaRuntime
@@ -25,6 +26,7 @@ async def serve(
     if worker.metrics_port is not None:
         port = metrics.serve(worker.metrics_host, worker.metrics_port)
         log(f"metrics: http://{worker.metrics_host}:{port}/metrics")
+    seasonal_steady.warm()  # compile before the first message rather than on it
     runtime = KafkaRuntime(settings, catalog, topics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

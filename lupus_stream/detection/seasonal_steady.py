@@ -1,0 +1,363 @@
+"""The seasonal detector's steady-state update, compiled, for batches of points.
+
+`SeasonalDetector.update` is the reference: plain Python, one point at a time, every
+case (warm-up, period decision, late points, level-shift runs). Once a series is past
+all that, a point's update is a few dozen float operations on the level, the profiles,
+the envelope and the tails; in Python their cost is the interpreter's, ten times the
+arithmetic. `run` does exactly those operations (same order, same IEEE doubles, so the
+results are bit for bit those of `update`) over a batch of points of one series, with
+numba, and stops where the reference is needed again: a late point, or a point that
+joins a level-shift run. Tests feed both paths the same series and compare every
+verdict and the final state.
+
+Layouts shared with the caller: a series' state is one float64 vector, its scalars
+(indices below), then the tails (rate, excess, exceeded of the three surprises), the
+daily and weekly profiles and the two halves of the daily envelope; `consts` holds the
+detector's derived constants and `out` one row per point (columns below).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+# scalars
+N, T_LAST, LEVEL, SCALE, SHIFT, SPREAD, SHIFT_MS, SPREAD_MEAN, SPREAD_VAR = range(9)
+BAND_Z, PEAK, OPEN_FOR, RUN_SIDE = range(9, 13)
+# the period decision's history (while undecided): interval, cells, first cell's time,
+# and the cell count at which the reference must decide something
+INTERVAL, HISTORY_CELLS, HISTORY_T0, CHECK_AT = range(13, 17)
+SCALARS = 17
+# consts
+(
+    SHIFT_RATE,
+    SPREAD_RATE,
+    TAIL_RATE,
+    TAIL_KEEP,
+    ALARM,
+    NOTE,
+    REFRACTORY,
+    CLIP,
+    LEVEL_RATE,
+    SEASON_STEP,
+    SCALE_RATE,
+    EXCESS_RATE,
+    ENV_REACH,
+    ENV_KEEP,
+) = range(14)
+CONSTS = 14
+# out columns
+STATUS, SCORE, EXPECTED, BAND, Z, RAW, BEST, RESIDUAL, SEASONAL = range(9)
+COLUMNS = 9
+# out[i, STATUS]: what became of point i
+SKIPPED = -1.0  # not processed: the reference must take it
+NO_VERDICT, NORMAL, ANOMALOUS = 0.0, 1.0, 2.0  # as in VerdictBatch
+IN_RUN = 3.0  # processed up to the level-shift run, which the reference must finish
+MAX_HISTORY = 4096
+HISTORY_CAPACITY = 2 * MAX_HISTORY + 1  # a full history, a capped gap and one value
+
+DAY = 86400.0
+WEEK = 7 * DAY
+MEAN_ABS_TO_SIGMA = 1.2533
+HALF_SCORE_LOG10_P = 6.0
+TAIL_START = 2.0
+TAIL_PRIOR_POINTS = 200.0
+TAIL_PRIOR_EXCEEDANCES = 10.0
+SURPRISE_CLIP = 6.0
+ENVELOPE_MIN = SURPRISE_CLIP
+ESCALATION = 1.5
+LOG10_COMPONENTS = math.log10(3)
+LN10 = math.log(10.0)
+
+
+@njit(cache=True, nogil=True)
+def run(
+    ts: Any,
+    xs: Any,
+    start: int,
+    src: Any,
+    dst: Any,
+    day_bins: int,
+    week_bins: int,
+    env_bins: int,
+    history: Any,
+    k: Any,
+    out: Any,
+) -> int:  # pragma: no cover - compiled; tested against the reference
+    """Update the state `src` (left as it is) into `dst` from point `start` on; returns
+    the index of the first point not finished (len(ts) when all were).
+
+    `history` (float32, `HISTORY_CAPACITY` cells, changed in place) is the period
+    decision's history while the period is undecided, and empty once it is decided.
+    """
+    dst[:] = src
+    tails = dst[SCALARS : SCALARS + 9]
+    rate = tails[0:3]
+    excess = tails[3:6]
+    exceeded = tails[6:9]
+    at = SCALARS + 9
+    daily = dst[at : at + day_bins]
+    weekly = dst[at + day_bins : at + day_bins + week_bins]
+    at += day_bins + week_bins
+    env_up = dst[at : at + env_bins]
+    env_down = dst[at + env_bins : at + 2 * env_bins]
+    shift_rate = k[SHIFT_RATE]
+    spread_rate = k[SPREAD_RATE]
+    r = k[TAIL_RATE]
+    keep_r = k[TAIL_KEEP]
+    alarm_level = k[ALARM]
+    note_level = k[NOTE]
+    refractory = k[REFRACTORY]
+    clip = k[CLIP]
+    level_rate = k[LEVEL_RATE]
+    season_step = k[SEASON_STEP]
+    scale_rate = k[SCALE_RATE]
+    excess_rate = k[EXCESS_RATE]
+    env_reach = int(k[ENV_REACH])
+    env_keep = k[ENV_KEEP]
+    n = dst[N]
+    t_last = dst[T_LAST]
+    level = dst[LEVEL]
+    state_scale = dst[SCALE]
+    shift = dst[SHIFT]
+    spread = dst[SPREAD]
+    shift_ms = dst[SHIFT_MS]
+    spread_mean = dst[SPREAD_MEAN]
+    spread_var = dst[SPREAD_VAR]
+    band_z = dst[BAND_Z]
+    peak = dst[PEAK]
+    open_for = dst[OPEN_FOR]
+    run_side = dst[RUN_SIDE]
+    remember = history.shape[0] > 0
+    interval = dst[INTERVAL]
+    cells = int(dst[HISTORY_CELLS])
+    t0 = dst[HISTORY_T0]
+    check_at = int(dst[CHECK_AT])
+    seasonal = 1.0 if day_bins or week_bins else 0.0
+    n_points: int = ts.shape[0]
+    stop = n_points
+    for i in range(start, n_points):
+        value = xs[i]
+        t = ts[i]
+        if value - value != 0.0:  # NaN (None) or infinite: no verdict, nothing learned
+            out[i, STATUS] = NO_VERDICT
+            continue
+        if not t > t_last:  # late or duplicate
+            out[i, STATUS] = SKIPPED
+            stop = i
+            break
+        if remember:  # history on the sampling grid, unless a decision is due
+            index = 0 if cells == 0 else _round_half_even((t - t0) / interval)
+            # two points in one grid cell: the later one replaces the earlier
+            grown = cells if index < cells else cells + min(index - cells, MAX_HISTORY) + 1
+            if min(grown, MAX_HISTORY) >= check_at:
+                out[i, STATUS] = SKIPPED
+                stop = i
+                break
+            if cells == 0:
+                t0 = t
+            cell = np.float32(value)
+            if math.isinf(cell):  # beyond float32: a gap, as in the reference
+                cell = np.float32(math.nan)
+            if index < cells:
+                history[cells - 1] = cell
+            else:
+                while cells < grown - 1:
+                    history[cells] = np.nan
+                    cells += 1
+                history[cells] = cell
+                cells += 1
+            if cells > MAX_HISTORY:
+                drop = cells - MAX_HISTORY
+                history[:MAX_HISTORY] = history[drop:cells].copy()
+                t0 += drop * interval
+                cells = MAX_HISTORY
+        t_last = t
+        n += 1.0
+
+        # expected value and standardised residual
+        dph = -1
+        wph = -1
+        expected = level
+        if day_bins:
+            dph = int((t % DAY) / DAY * day_bins) % day_bins
+            expected += daily[dph]
+        if week_bins:
+            wph = int((t % WEEK) / WEEK * week_bins) % week_bins
+            expected += weekly[wph]
+        residual = value - expected
+        scale = state_scale
+        floor = 1e-6 * abs(expected)
+        if scale < floor:
+            scale = floor
+        if scale < 1e-9:
+            scale = 1e-9
+        z = residual / scale
+        band = scale * band_z
+
+        # the three surprises
+        a0 = abs(z)
+        if env_bins:
+            a = a0
+            env = env_up if z > 0.0 else env_down
+            ph = int((t % DAY) / DAY * env_bins) % env_bins
+            if a > TAIL_START:
+                lo = ph - env_reach
+                seen = env[lo % env_bins]
+                for j in range(lo + 1, ph + env_reach + 1):
+                    v = env[j % env_bins]
+                    if v > seen:
+                        seen = v
+                if seen >= ENVELOPE_MIN:
+                    discounted = TAIL_START * a / seen
+                    if discounted < a0:
+                        a0 = discounted
+            e = env[ph] * env_keep
+            env[ph] = a if a > e else e
+        zc = math.copysign(a0 if a0 < SURPRISE_CLIP else SURPRISE_CLIP, z)
+        shift = shift + shift_rate * (zc - shift)
+        spread = spread + spread_rate * (zc * zc - spread)
+        a1 = abs(shift) / math.sqrt(shift_ms)
+        a2 = (spread - spread_mean) / math.sqrt(spread_var + 1e-12)
+        raw = 0.0
+        best = -1
+        exceeded_any = a0 > TAIL_START or a1 > TAIL_START or a2 > TAIL_START
+        if exceeded_any:
+            if a0 > TAIL_START:
+                raw = (a0 - TAIL_START) / (excess[0] * LN10) - math.log10(rate[0])
+                best = 0
+            if a1 > TAIL_START:
+                q = (a1 - TAIL_START) / (excess[1] * LN10) - math.log10(rate[1])
+                if q > raw:
+                    raw = q
+                    best = 1
+            if a2 > TAIL_START:
+                q = (a2 - TAIL_START) / (excess[2] * LN10) - math.log10(rate[2])
+                if q > raw:
+                    raw = q
+                    best = 2
+        raw -= LOG10_COMPONENTS
+        if raw < 0.0:
+            raw = 0.0
+        alarm = raw >= alarm_level
+
+        # one alert per incident
+        lp = raw
+        if raw >= note_level:
+            if open_for > 0.0:
+                if raw < ESCALATION * peak:
+                    lp = 0.0
+                if raw > peak:
+                    peak = raw
+            else:
+                peak = raw
+            open_for = refractory
+        elif open_for > 0.0:
+            open_for -= 1.0
+            lp = 0.0
+        score = lp / (lp + HALF_SCORE_LOG10_P)
+
+        # learn
+        new_shift_ms = shift_ms + r * (shift * shift - shift_ms)
+        delta = spread - spread_mean
+        spread_mean = spread_mean + r * delta
+        spread_var = keep_r * (spread_var + r * delta * delta)
+        shift_ms = new_shift_ms
+        w = 1.0 / (n + TAIL_PRIOR_POINTS)
+        if w < r:
+            w = r
+        if exceeded_any:
+            for c in range(3):
+                ac = a0 if c == 0 else a1 if c == 1 else a2
+                if ac > TAIL_START:
+                    rate[c] += w * (1.0 - rate[c])
+                    exceeded[c] += 1.0
+                    v = 1.0 / (exceeded[c] + TAIL_PRIOR_EXCEEDANCES)
+                    if v < excess_rate:
+                        v = excess_rate
+                    excess[c] += v * (ac - TAIL_START - excess[c])
+                else:
+                    rate[c] -= w * rate[c]
+            if a0 > TAIL_START:
+                need = alarm_level + LOG10_COMPONENTS + math.log10(rate[0])
+                band_z = TAIL_START + excess[0] * LN10 * max(need, 0.0)
+        else:
+            keep = 1.0 - w
+            rate[0] *= keep
+            rate[1] *= keep
+            rate[2] *= keep
+        limit = clip * scale
+        step = residual if -limit <= residual <= limit else math.copysign(limit, residual)
+        level = level + level_rate * step
+        if dph >= 0:
+            if wph >= 0:
+                seasonal_step = season_step * step
+                daily[dph] += 0.5 * seasonal_step
+                weekly[wph] += 0.5 * seasonal_step
+            else:
+                daily[dph] += season_step * step
+        elif wph >= 0:
+            weekly[wph] += season_step * step
+
+        out[i, SCORE] = score
+        out[i, EXPECTED] = expected
+        out[i, BAND] = band
+        out[i, Z] = z
+        out[i, RAW] = raw
+        out[i, BEST] = best
+        out[i, RESIDUAL] = residual
+        out[i, SEASONAL] = seasonal
+        if (alarm and best == 0) or a0 > SURPRISE_CLIP:  # joins a level-shift run
+            out[i, STATUS] = IN_RUN
+            stop = i
+            break
+        state_scale = state_scale + scale_rate * (MEAN_ABS_TO_SIGMA * abs(step) - state_scale)
+        run_side = 0.0
+        out[i, STATUS] = ANOMALOUS if alarm else NORMAL
+    dst[N] = n
+    dst[T_LAST] = t_last
+    dst[LEVEL] = level
+    dst[SCALE] = state_scale
+    dst[SHIFT] = shift
+    dst[SPREAD] = spread
+    dst[SHIFT_MS] = shift_ms
+    dst[SPREAD_MEAN] = spread_mean
+    dst[SPREAD_VAR] = spread_var
+    dst[BAND_Z] = band_z
+    dst[PEAK] = peak
+    dst[OPEN_FOR] = open_for
+    dst[RUN_SIDE] = run_side
+    dst[HISTORY_CELLS] = cells
+    dst[HISTORY_T0] = t0
+    return stop
+
+
+@njit(cache=True, nogil=True)
+def _round_half_even(x: float) -> int:  # pragma: no cover - compiled
+    """Python's `round(x)` for a finite non-negative float."""
+    whole = float(math.floor(x))
+    rest = x - whole
+    if rest > 0.5 or (rest == 0.5 and whole % 2.0 != 0.0):
+        whole += 1.0
+    return int(whole)
+
+
+def warm() -> None:
+    """Compile (or load the cached compilation) now rather than on the first batch."""
+    state = np.zeros(SCALARS + 9)
+    run(
+        np.zeros(1),
+        np.full(1, math.nan),
+        0,
+        state,
+        np.empty_like(state),
+        0,
+        0,
+        0,
+        np.zeros(0, dtype=np.float32),
+        np.zeros(CONSTS),
+        np.zeros((1, COLUMNS)),
+    )

@@ -1,0 +1,158 @@
+"""The seasonal detector's batch path (compiled steady-state update) against `update`.
+
+`update` is the reference; `update_many` / `update_batches` must give the same verdicts
+and leave the same state, bit for bit, on every kind of series and chunking.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import msgspec
+import numpy as np
+import pytest
+
+from lupus_stream.detection.base import VerdictBatch
+from lupus_stream.detection.seasonal import SeasonalDetector, SeasonalParams
+
+
+def messy_series(
+    seed: int, n: int, step: float, *, weekly: bool = True
+) -> tuple[list[float], list[float | None]]:
+    """Daily (and weekly) cycle, noise, spikes, a level shift, gaps, jitter, late and
+    duplicate points, missing values."""
+    rng = random.Random(seed)
+    level = rng.uniform(10, 1000)
+    ts: list[float] = []
+    xs: list[float | None] = []
+    t = 1.7e9
+    for i in range(n):
+        r = rng.random()
+        if r < 0.01:
+            t -= step  # late
+        elif r < 0.02:
+            pass  # duplicate time
+        elif r < 0.03:
+            t += step * rng.randint(2, 30)  # gap
+        else:
+            t += step * rng.uniform(0.9, 1.1)
+        value = level * (1 + 0.3 * math.sin(2 * math.pi * t / 86400))
+        if weekly:
+            value *= 1 + 0.1 * math.sin(2 * math.pi * t / 604800)
+        value += rng.gauss(0, level * 0.03)
+        if rng.random() < 0.01:
+            value *= rng.choice([0.1, 3.0, 10.0])
+        if i > n * 0.6:
+            value += level * 0.5
+        ts.append(t)
+        xs.append(rng.choice([None, math.nan]) if rng.random() < 0.01 else value)
+    return ts, xs
+
+
+def per_point(detector: SeasonalDetector, ts: list[float], xs: list[float | None]) -> list:
+    return [detector.update(t, x) for t, x in zip(ts, xs, strict=True)]
+
+
+def chunked(detector: SeasonalDetector, ts: list[float], xs: list[float | None], seed: int) -> list:
+    rng = random.Random(seed)
+    out: list = []
+    i = 0
+    while i < len(ts):
+        k = rng.randint(1, 80)
+        out += detector.update_many(ts[i : i + k], xs[i : i + k])
+        i += k
+    return out
+
+
+def state_bytes(detector: SeasonalDetector) -> bytes:
+    return msgspec.msgpack.encode(detector.state)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_batches_equal_point_by_point(seed: int) -> None:
+    step = (60.0, 300.0, 900.0, 3600.0, 86400.0, 7200.0)[seed % 6]
+    n = 400 if step == 86400.0 else 2500
+    ts, xs = messy_series(seed, n, step, weekly=seed % 2 == 0)
+    reference, batched = SeasonalDetector(), SeasonalDetector()
+    want = per_point(reference, ts, xs)
+    got = chunked(batched, ts, xs, seed)
+    assert got == want
+    assert state_bytes(batched) == state_bytes(reference)
+    assert sum(v is not None and v.anomalous for v in want) > 0  # the series has incidents
+
+
+@pytest.mark.parametrize("period", ["none", "1d", "1w", "1d+1w"])
+def test_batches_equal_point_by_point_with_a_fixed_period(period: str) -> None:
+    ts, xs = messy_series(7, 2500, 3600.0)
+    params = SeasonalParams(period=period, sensitivity=0.7)
+    reference, batched = SeasonalDetector(params), SeasonalDetector(params)
+    assert chunked(batched, ts, xs, 7) == per_point(reference, ts, xs)
+    assert state_bytes(batched) == state_bytes(reference)
+
+
+def test_snapshots_between_batches_restore_to_the_same_run() -> None:
+    ts, xs = messy_series(3, 3000, 300.0)
+    reference = SeasonalDetector()
+    want = per_point(reference, ts, xs)
+    got: list = []
+    detector = SeasonalDetector()
+    for i in range(0, len(ts), 250):
+        got += detector.update_many(ts[i : i + 250], xs[i : i + 250])
+        detector = SeasonalDetector.from_bytes(detector.to_bytes())
+    assert got == want
+    assert detector.to_bytes() == reference.to_bytes()
+
+
+def test_flags_say_what_each_verdict_is_without_building_it() -> None:
+    ts, xs = messy_series(5, 2000, 3600.0)
+    batch = SeasonalDetector().update_batch(ts, xs)
+    verdicts = batch.verdicts()
+    assert len(batch) == len(ts)
+    for flag, verdict in zip(batch.flags, verdicts, strict=True):
+        if verdict is None:
+            assert flag == VerdictBatch.NO_VERDICT
+        else:
+            assert flag == (VerdictBatch.ANOMALOUS if verdict.anomalous else VerdictBatch.NORMAL)
+    assert VerdictBatch.ANOMALOUS in batch.flags
+
+
+def test_a_failing_batch_leaves_every_state_as_it_was() -> None:
+    ts, xs = messy_series(1, 1500, 3600.0)
+    detectors = [SeasonalDetector(), SeasonalDetector()]
+    for d in detectors:
+        d.update_many(ts[:1000], xs[:1000])
+    before = [d.to_bytes() for d in detectors]
+    good = (ts[1000:1200], xs[1000:1200])
+    bad = (ts[1000:1200], [*xs[1000:1100], "not a number", *xs[1101:1200]])
+    with pytest.raises(ValueError):
+        SeasonalDetector.update_batches(detectors, [good[0], bad[0]], [good[1], bad[1]])
+    assert [d.to_bytes() for d in detectors] == before
+    # and the same batch without the bad value then goes through as if nothing happened
+    reference = SeasonalDetector.from_bytes(before[0])
+    assert detectors[0].update_many(*good) == per_point(reference, *good)
+
+
+def test_update_batches_refuses_a_detector_twice() -> None:
+    d = SeasonalDetector()
+    with pytest.raises(ValueError, match="twice"):
+        SeasonalDetector.update_batches([d, d], [[1.0], [2.0]], [[1.0], [1.0]])
+
+
+def test_values_beyond_float32_do_not_break_the_period_history() -> None:
+    ts = [i * 3600.0 for i in range(200)]
+    xs: list[float | None] = [100.0 + 10 * math.sin(2 * math.pi * i / 24) for i in range(200)]
+    xs[40] = 1e300
+    reference, batched = SeasonalDetector(), SeasonalDetector()
+    want = per_point(reference, ts, xs)
+    assert want[40] is not None and want[40].anomalous
+    assert batched.update_many(ts, xs) == want
+    assert state_bytes(batched) == state_bytes(reference)
+
+
+def test_numpy_timestamps_leave_plain_floats_in_the_state() -> None:
+    d = SeasonalDetector()
+    for i in range(100):
+        d.update(np.float64(i * 3600.0), 100.0 + i % 7)
+    SeasonalDetector.from_bytes(d.to_bytes())  # encodes and decodes
+    assert type(d.state.t_last) is float
