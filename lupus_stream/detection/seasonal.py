@@ -77,6 +77,7 @@ verdict.
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 from collections.abc import Sequence
@@ -211,6 +212,21 @@ def _gap_median(gaps: list[float]) -> float:
     return (ordered[half - 1] + ordered[half]) / 2.0
 
 
+def _median(x: np.ndarray) -> float:
+    """`float(np.median(x))` of a float array, by one sort: numpy's median costs tens of
+    microseconds in Python on the short arrays of a period check. A NaN, or a zero
+    (whose sign could differ between the two ways), takes `np.median` itself."""
+    ordered = np.sort(x)
+    n = len(ordered)
+    if not n or ordered[-1] != ordered[-1]:
+        return float(np.median(x))
+    half = n // 2
+    middle = (
+        float(ordered[half]) if n % 2 else (float(ordered[half - 1]) + float(ordered[half])) / 2.0
+    )
+    return middle if middle != 0.0 else float(np.median(x))
+
+
 def _robust_var(x: np.ndarray) -> float:
     mad = float(np.median(np.abs(x - np.median(x))))
     return (MAD_TO_SIGMA * mad) ** 2
@@ -265,7 +281,7 @@ def decompose(
     detrended = values[inner] - trend[inner]
     ph = phases[inner]
     profile = _phase_medians(detrended, ph, bins)
-    profile -= float(np.median(profile))
+    profile -= _median(profile)
     season = profile[ph]
     remainder = detrended - season
     total = float(np.var(detrended))
@@ -383,46 +399,60 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         xs: Sequence[Sequence[Any]],
     ) -> list[VerdictBatch]:
         """`update` on every point, all or nothing: a steady series' points go through the
-        compiled update (see `seasonal_steady`), the rest through `update` itself."""
+        compiled update (see `seasonal_steady`; the series with decided periods in one
+        call), the rest through `update` itself."""
         if not len(detectors) == len(ts) == len(xs):
             raise ValueError("update_batches: as many time and value lists as detectors")
         if len({id(d) for d in detectors}) != len(detectors):
             raise ValueError("update_batches: a detector appears twice")
-        before = [(d._state, d._work) for d in detectors]
+        bounds = [0]
+        for t, x in zip(ts, xs, strict=True):
+            if len(t) != len(x):
+                raise ValueError(f"update_batch: {len(t)} times for {len(x)} values")
+            bounds.append(bounds[-1] + len(t))
+        before = [(d._state, d._work, d._history) for d in detectors]
         try:
-            return [d._batch(t, x) for d, t, x in zip(detectors, ts, xs, strict=True)]
+            times = np.fromiter(itertools.chain.from_iterable(ts), np.float64, bounds[-1])
+            values = _as_floats(list(itertools.chain.from_iterable(xs)))
+            out = np.zeros((bounds[-1], steady.COLUMNS))
+            ran = _run_together(detectors, bounds, times, values, out)
+            return [
+                d._batch(ts[j], xs[j], times[b:e], values[b:e], out[b:e], ran.get(j))
+                for j, (d, b, e) in enumerate(zip(detectors, bounds, bounds[1:], strict=False))
+            ]
         except BaseException:
-            for detector, (state, work) in zip(detectors, before, strict=True):
-                detector._state, detector._work = state, work
+            for detector, (state, work, history) in zip(detectors, before, strict=True):
+                detector._state, detector._work, detector._history = state, work, history
             raise
 
-    def _batch(self, ts: Sequence[float], xs: Sequence[Any]) -> VerdictBatch:
-        """Never changes the state it starts from: the compiled path writes a new state
-        vector, the reference path works on a deep copy."""
+    def _batch(
+        self,
+        ts: Sequence[float],
+        xs: Sequence[Any],
+        times: np.ndarray,
+        values: np.ndarray,
+        out: np.ndarray,
+        ran: int | None,
+    ) -> VerdictBatch:
+        """The points of one series, from where an earlier compiled run stopped (`ran`)
+        or from the first. Never changes the state it starts from: the compiled path
+        writes a new state vector, the reference path works on a deep copy."""
         n = len(ts)
-        if len(xs) != n:
-            raise ValueError(f"update_batch: {n} times for {len(xs)} values")
-        times = np.asarray(ts, dtype=np.float64)
-        values = _as_floats(xs)
-        out = np.zeros((n, steady.COLUMNS))
         made: dict[int, Verdict | None] = {}
         owned = False  # the state is a deep copy this batch may change in place
-        i = 0
+        pending = ran is not None  # point i has a row from the compiled path
+        i = ran or 0
         while i < n:
-            if self._work is not None or self._steady_state():
-                i = self._compiled(times, values, i, out)
-                if i == n:
-                    break
-                if out[i, steady.STATUS] == steady.IN_RUN:
-                    if not owned:
-                        self._state, owned = _deep_copy(self.state), True
-                    made[i] = self._finish_run(ts[i], float(values[i]), out[i])
-                    i += 1
-                    continue
+            if not pending and (self._work is not None or self._steady_state()):
+                i, pending = self._compiled(times, values, i, out), True
+                continue
             if not owned:
                 self._state, owned = _deep_copy(self.state), True
-            made[i] = self.update(ts[i], xs[i])
-            i += 1
+            if pending and out[i, steady.STATUS] == steady.IN_RUN:
+                made[i] = self._finish_run(ts[i], float(values[i]), out[i])
+            else:
+                made[i] = self.update(ts[i], xs[i])
+            i, pending = i + 1, False
         flags = out[:, steady.STATUS].astype(np.int64).tolist()
         for j, verdict in made.items():
             flags[j] = 0 if verdict is None else 2 if verdict.anomalous else 1
@@ -449,6 +479,28 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
     def _compiled(self, times: np.ndarray, values: np.ndarray, start: int, out: np.ndarray) -> int:
         """The compiled update from `start`, into a new state vector; returns where it
         stopped."""
+        work, history = self._working()
+        s = self._state
+        new = np.empty_like(work)
+        stop: int = steady.run(
+            times,
+            values,
+            start,
+            work,
+            new,
+            s.day_bins,
+            s.week_bins,
+            len(s.env_up),
+            history,
+            self._consts,
+            out,
+        )
+        self._work, self._history = new, history
+        return stop
+
+    def _working(self) -> tuple[np.ndarray, np.ndarray]:
+        """The state vector and the history the compiled path starts from (the history
+        a copy: the starting state stays as it was), with the constants up to date."""
         work, history = self._work, self._history
         s = self._state
         if work is None:
@@ -460,28 +512,13 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
                 cells = len(s.history) // 4
                 history[:cells] = np.frombuffer(s.history, dtype="<f4")
         elif history.shape[0]:
-            history = history.copy()  # the starting state stays as it was
+            history = history.copy()
         env_bins = len(s.env_up)
         if env_bins and (self._env_bins != env_bins or self._env_interval != s.interval):
             self._env_setup(env_bins)
         consts = self._consts
         consts[steady.ENV_REACH], consts[steady.ENV_KEEP] = self._env_reach, self._env_keep
-        new = np.empty_like(work)
-        stop: int = steady.run(
-            times,
-            values,
-            start,
-            work,
-            new,
-            s.day_bins,
-            s.week_bins,
-            env_bins,
-            history,
-            consts,
-            out,
-        )
-        self._work, self._history = new, history
-        return stop
+        return work, history
 
     @staticmethod
     def _to_vector(s: SeasonalState) -> np.ndarray:
@@ -1033,12 +1070,12 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         if s.week_bins:
             rest -= np.asarray(s.weekly)[self._phases(n, WEEK, s.week_bins)]
         recent = rest[-max(s.day_bins, s.week_bins, 8) :]
-        s.level = float(np.median(recent))
+        s.level = _median(recent)
         width = max(3, min(len(rest) // 4, 25))
         smooth = np.convolve(rest, np.ones(width) / width, mode="valid")
         remainder = rest[width // 2 : width // 2 + len(smooth)] - smooth
-        deviation = np.abs(remainder - np.median(remainder))
-        mad = float(np.median(deviation))
+        deviation = np.abs(remainder - _median(remainder))
+        mad = _median(deviation)
         mean_abs = float(np.mean(deviation))
         scale = max(MAD_TO_SIGMA * mad, MEAN_ABS_TO_SIGMA * mean_abs, 1e-9)
         # in-sample: a profile fitted to k cycles absorbs 1/k of the noise variance
@@ -1053,6 +1090,43 @@ def _detail(z: float, expected: float, best: int, raw: float, seasonal: bool) ->
         surprise = ("point", "shift", "spread")[best]
         detail = f"{surprise} surprise, p = 10^-{raw + LOG10_COMPONENTS:.1f}; {detail}"
     return detail if seasonal else detail + " (no season)"
+
+
+def _run_together(
+    detectors: Sequence[SeasonalDetector],
+    bounds: list[int],
+    times: np.ndarray,
+    values: np.ndarray,
+    out: np.ndarray,
+) -> dict[int, int]:
+    """One compiled call for the steady series with decided periods (no history to
+    keep) and points in this batch; returns where each stopped, by position."""
+    together = [
+        j
+        for j, d in enumerate(detectors)
+        if bounds[j + 1] > bounds[j]
+        and d._state.decided
+        and (d._work is not None or d._steady_state())
+    ]
+    if len(together) < 2:
+        return {}
+    chosen = [detectors[j] for j in together]
+    works = [d._working()[0] for d in chosen]
+    offsets = np.zeros(len(works) + 1, dtype=np.int64)
+    np.cumsum([len(w) for w in works], out=offsets[1:])
+    src = np.concatenate(works)
+    dst = np.empty_like(src)
+    points = np.array([(bounds[j], bounds[j + 1]) for j in together], dtype=np.int64)
+    dims = np.array(
+        [(d._state.day_bins, d._state.week_bins, len(d._state.env_up)) for d in chosen],
+        dtype=np.int64,
+    )
+    consts = np.stack([d._consts for d in chosen])
+    stops = np.zeros(len(chosen), dtype=np.int64)
+    steady.run_many(times, values, points, src, dst, offsets, dims, consts, out, stops)
+    for d, o, f in zip(chosen, offsets.tolist(), offsets[1:].tolist(), strict=False):
+        d._work = dst[o:f]
+    return dict(zip(together, stops.tolist(), strict=True))
 
 
 def _from_vector(s: SeasonalState, work: np.ndarray, history: np.ndarray) -> SeasonalState:

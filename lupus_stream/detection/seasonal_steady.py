@@ -336,6 +336,43 @@ def run(
 
 
 @njit(cache=True, nogil=True)
+def run_many(
+    ts: Any,
+    xs: Any,
+    points: Any,
+    src: Any,
+    dst: Any,
+    offsets: Any,
+    dims: Any,
+    k: Any,
+    out: Any,
+    stops: Any,
+) -> None:  # pragma: no cover - compiled; tested against the reference
+    """`run` from the first point of each of several series with decided periods, in one
+    call: series `j` has points `points[j, 0]:points[j, 1]` of `ts`, `xs` and `out`,
+    state `offsets[j]:offsets[j + 1]` of `src` and `dst`, bins `dims[j]` (day, week,
+    envelope) and constants `k[j]`; `stops[j]` is where it stopped, relative to its
+    first point."""
+    no_history = np.zeros(0, dtype=np.float32)
+    for j in range(points.shape[0]):
+        b, e = points[j, 0], points[j, 1]
+        o, f = offsets[j], offsets[j + 1]
+        stops[j] = run(
+            ts[b:e],
+            xs[b:e],
+            0,
+            src[o:f],
+            dst[o:f],
+            dims[j, 0],
+            dims[j, 1],
+            dims[j, 2],
+            no_history,
+            k[j],
+            out[b:e],
+        )
+
+
+@njit(cache=True, nogil=True)
 def _round_half_even(x: float) -> int:  # pragma: no cover - compiled
     """Python's `round(x)` for a finite non-negative float."""
     whole = float(math.floor(x))
@@ -360,4 +397,16 @@ def warm() -> None:
         np.zeros(0, dtype=np.float32),
         np.zeros(CONSTS),
         np.zeros((1, COLUMNS)),
+    )
+    run_many(
+        np.zeros(1),
+        np.full(1, math.nan),
+        np.array([[0, 1]]),
+        state,
+        np.empty_like(state),
+        np.array([0, len(state)]),
+        np.zeros((1, 3), dtype=np.int64),
+        np.zeros((1, CONSTS)),
+        np.zeros((1, COLUMNS)),
+        np.zeros(1, dtype=np.int64),
     )

@@ -156,3 +156,49 @@ def test_numpy_timestamps_leave_plain_floats_in_the_state() -> None:
         d.update(np.float64(i * 3600.0), 100.0 + i % 7)
     SeasonalDetector.from_bytes(d.to_bytes())  # encodes and decodes
     assert type(d.state.t_last) is float
+
+
+def test_many_series_in_one_call_equal_point_by_point() -> None:
+    """Series with different sampling (profiles and envelopes of different sizes), fed
+    together in rounds of random length, as the engine feeds a message's series."""
+    steps = (300.0, 3600.0, 900.0, 60.0, 3600.0, 86400.0)
+    data = [messy_series(20 + k, 3000, step, weekly=k % 2 == 1) for k, step in enumerate(steps)]
+    references = [SeasonalDetector() for _ in steps]
+    want = [per_point(d, ts, xs) for d, (ts, xs) in zip(references, data, strict=True)]
+    detectors = [SeasonalDetector() for _ in steps]
+    got: list[list] = [[] for _ in steps]
+    rng = random.Random(4)
+    cursor = [0] * len(steps)
+    while any(c < len(ts) for c, (ts, _) in zip(cursor, data, strict=True)):
+        chunks = []
+        for k, (ts, xs) in enumerate(data):
+            size = rng.randint(0, 40)
+            chunks.append((ts[cursor[k] : cursor[k] + size], xs[cursor[k] : cursor[k] + size]))
+            cursor[k] += size
+        batches = SeasonalDetector.update_batches(
+            detectors, [c[0] for c in chunks], [c[1] for c in chunks]
+        )
+        for k, batch in enumerate(batches):
+            got[k] += batch.verdicts()
+    for k in range(len(steps)):
+        assert got[k] == want[k], f"series {k}"
+        assert state_bytes(detectors[k]) == state_bytes(references[k]), f"series {k}"
+
+
+def test_a_failure_after_the_compiled_run_leaves_every_state_as_it_was() -> None:
+    ts, xs = messy_series(2, 1400, 3600.0)
+    detectors = [SeasonalDetector(), SeasonalDetector(), SeasonalDetector()]
+    for d in detectors:
+        d.update_many(ts[:1200], xs[:1200])
+    before = [d.to_bytes() for d in detectors]
+    late = [ts[1200] - 7200.0, *ts[1201:1300]]  # the reference takes the late first point
+
+    def broken(t: float, x: object) -> None:
+        raise RuntimeError("reference path failed")
+
+    detectors[2].update = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        SeasonalDetector.update_batches(
+            detectors, [ts[1200:1300], ts[1200:1300], late], [xs[1200:1300]] * 3
+        )
+    assert [d.to_bytes() for d in detectors] == before
