@@ -19,6 +19,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 COPY pyproject.toml README.md /tmp/src/
 COPY lupus_stream /tmp/src/lupus_stream
 RUN pip install /tmp/src && rm -rf /tmp/src
+# Compile the seasonal detector's batch update into numba's cache now (next to the installed
+# package), so that no container spends its first seconds compiling it.
+RUN python -c "from lupus_stream.detection import seasonal_steady; seasonal_steady.warm()"
 
 WORKDIR /app
 COPY detectors ./detectors

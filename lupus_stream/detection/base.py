@@ -113,17 +113,22 @@ class Detector(Generic[P, S]):
 
     def update_many(self, ts: Sequence[float], xs: Sequence[Any]) -> list[Verdict | None]:
         """Feed observations in time order; equivalent to calling `update` on each."""
+        if self.native_batch:
+            return self.update_batch(ts, xs).verdicts()
         update = self.update
         return [update(t, x) for t, x in zip(ts, xs, strict=True)]
 
-    #: True when the class overrides `update_batch` and `update_batches` with a batch path
-    #: of its own that is all or nothing: if it raises, every state is left as it was
-    #: before the call (so a caller can replay the observations one by one to find the
-    #: one that fails). The engine feeds such detectors a message's points in one call.
+    #: True when the class overrides `update_batches` with a batch path of its own that
+    #: is all or nothing: if it raises, every state is left as it was before the call (so
+    #: a caller can replay the observations one by one to find the one that fails);
+    #: `update_many` and `update_batch` then go through it. The engine feeds such
+    #: detectors a message's points in one call.
     native_batch: ClassVar[bool] = False
 
     def update_batch(self, ts: Sequence[float], xs: Sequence[Any]) -> VerdictBatch:
         """`update_many` whose verdicts are built on demand (see `VerdictBatch`)."""
+        if self.native_batch:
+            return self.update_batches([self], [ts], [xs])[0]
         return VerdictBatch(self.update_many(ts, xs))
 
     @classmethod

@@ -171,12 +171,6 @@ class RobustBaselineDetector(Detector[RobustParams, RobustState]):
             f"beyond {p.threshold:g} robust z of {median:g}",
         )
 
-    def update_many(self, ts: Sequence[float], xs: Sequence[Any]) -> list[Verdict | None]:
-        return self.update_batch(ts, xs).verdicts()
-
-    def update_batch(self, ts: Sequence[float], xs: Sequence[Any]) -> VerdictBatch:
-        return self.update_batches([self], [ts], [xs])[0]
-
     @classmethod
     def update_batches(
         cls,

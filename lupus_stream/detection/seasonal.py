@@ -385,12 +385,6 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
 
     native_batch = True
 
-    def update_many(self, ts: Sequence[float], xs: Sequence[Any]) -> list[Verdict | None]:
-        return self.update_batch(ts, xs).verdicts()
-
-    def update_batch(self, ts: Sequence[float], xs: Sequence[Any]) -> VerdictBatch:
-        return self.update_batches([self], [ts], [xs])[0]
-
     @classmethod
     def update_batches(
         cls,
