@@ -6,9 +6,10 @@
 
 Evaluation: every series is fed point by point, in time order, to each method, which
 never sees the future. Methods: the `changepoint` detector at its default parameters
-(a change placed at its `changepoint_at`, the estimated start of the new regime); "no
-change" (only the series start); river's ADWIN and PageHinkley at their defaults (a
-change placed where they signal drift: they do not estimate where it began).
+(a change placed at its `changepoint_at`, the estimated start of the new regime); the
+same with `season: none` (the test always on the raw points); "no change" (only the
+series start); river's ADWIN and PageHinkley at their defaults (a change placed where
+they signal drift: they do not estimate where it began).
 
 Metrics (van den Burg & Williams 2020, "An evaluation of change point detection
 algorithms"): F1 with a margin of `--margin` points (default 5) and segmentation
@@ -20,7 +21,10 @@ Series:
 - synthetic, generated here from a fixed seed (`EVAL_SEED`): level shifts, trend
   changes, level shifts under other noise scales and noise distributions, under AR(1)
   noise and among isolated spikes, variance changes (which the detector does not model),
-  and series without change (white, heavy-tailed and AR(1) noise, spikes, a steady trend);
+  series without change (white, heavy-tailed and AR(1) noise, spikes, a steady trend),
+  and hourly series under a daily cycle of 5 to 10 noise sds, with 0 to 2 level shifts
+  (the only series given real event times: the others are fed with one second between
+  points, where no daily or weekly cycle can be found);
 - real, from files that PyPI packages ship: the Nile flow of statsmodels (change near
   1898, Cobb 1978, as its description says) and, if `sktime` is installed, its UK
   seat-belt series (`label` marks February 1983, the month the seat-belt law took effect)
@@ -120,6 +124,7 @@ class Case:
     values: list[float]
     cps: list[int]
     real: bool = False
+    step: float = 1.0  # seconds between points (the detector reads event times)
 
 
 @dataclass
@@ -164,8 +169,8 @@ class Gen:
             return out
         raise ValueError(kind)
 
-    def add(self, group: str, name: str, values: Array, cps: list[int]) -> None:
-        self.cases.append(Case(group, name, [float(v) for v in values], cps))
+    def add(self, group: str, name: str, values: Array, cps: list[int], step: float = 1.0) -> None:
+        self.cases.append(Case(group, name, [float(v) for v in values], cps, step=step))
 
 
 def synthetic(seed: int = EVAL_SEED) -> list[Case]:
@@ -232,6 +237,14 @@ def synthetic(seed: int = EVAL_SEED) -> list[Case]:
         for j, c in enumerate(cps):
             spread[c:] = 3.0 if j % 2 == 0 else 1.0
         g.add("variance change", f"var{i}", 10.0 + spread * g.noise("gauss", n), cps)
+    for i in range(8):  # hourly points under a daily cycle of 5 to 10 noise sds
+        n = int(rng.integers(24 * 21, 24 * 42))
+        hours = np.arange(n)
+        cycle = rng.uniform(5, 10) * np.sin(2 * np.pi * (hours + rng.uniform(0, 24)) / 24)
+        k = int(rng.integers(0, 3)) if i >= 2 else 0
+        cps = g.positions(n, k, gap=24 * 4) if k else []
+        xs = 50.0 + cycle + g.steps(n, cps, g.sizes(k, 2, 6)) + g.noise("gauss", n)
+        g.add("daily cycle", f"daily{i}", xs, cps, step=3600.0)
     return g.cases
 
 
@@ -272,18 +285,23 @@ def real() -> tuple[list[Case], list[str]]:
 # -- methods -----------------------------------------------------------------------------
 
 
-def run_changepoint(values: Sequence[float]) -> list[int]:
-    detector = ChangePointDetector()
+def run_changepoint(values: Sequence[float], step: float, season: str = "auto") -> list[int]:
+    detector = ChangePointDetector(ChangePointParams(season=season))  # type: ignore[arg-type]
     found = []
     for i, x in enumerate(values):
-        verdict = detector.update(float(i), x)
+        verdict = detector.update(i * step, x)
         if verdict is not None and verdict.changepoint_at is not None:
-            found.append(int(verdict.changepoint_at))
+            found.append(round(verdict.changepoint_at / step))
     return found
 
 
-def _river(make: Callable[[], Any]) -> Callable[[Sequence[float]], list[int]]:
-    def run(values: Sequence[float]) -> list[int]:
+def run_changepoint_raw(values: Sequence[float], step: float) -> list[int]:
+    """The same detector with `season: none`: the test on the raw points."""
+    return run_changepoint(values, step, season="none")
+
+
+def _river(make: Callable[[], Any]) -> Callable[[Sequence[float], float], list[int]]:
+    def run(values: Sequence[float], step: float) -> list[int]:
         detector = make()
         found = []
         for i, x in enumerate(values):
@@ -295,12 +313,13 @@ def _river(make: Callable[[], Any]) -> Callable[[Sequence[float]], list[int]]:
     return run
 
 
-def run_none(values: Sequence[float]) -> list[int]:
+def run_none(values: Sequence[float], step: float) -> list[int]:
     return []
 
 
-METHODS: dict[str, Callable[[Sequence[float]], list[int]]] = {
+METHODS: dict[str, Callable[[Sequence[float], float], list[int]]] = {
     "changepoint": run_changepoint,
+    "season none": run_changepoint_raw,
     "no change": run_none,
     "ADWIN": _river(ADWIN),
     "PageHinkley": _river(PageHinkley),
@@ -311,7 +330,7 @@ def _score(job: tuple[Case, int]) -> tuple[str, dict[str, tuple[float, float, in
     case, margin = job
     out = {}
     for name, method in METHODS.items():
-        pred = method(case.values)
+        pred = method(case.values, case.step)
         out[name] = (
             f_measure(case.cps, pred, margin),
             covering(case.cps, pred, len(case.values)),

@@ -72,21 +72,28 @@ Known weaknesses: a hinge is only tested from `3 * min_segment` points after its
 (see HINGE_SPAN), so a young or gentle slope change is often reported as a level shift
 placed a few points late; after a restart on a ramp a second alarm can follow.
 
-Not modelled: changes of variance alone, and seasonality (deseasonalise first: the
-seasonal detector's residuals are a natural input).
+Seasonality (`season: auto`, the default): a seasonal detector (its default model, see
+`seasonal.py`) follows the raw points; once it has found a daily and/or weekly cycle, the
+test sees each point minus the model's current profile at its time (level and trend kept:
+they are what the test looks at), and the window already held is re-expressed the same way,
+the segment restarting from it. Before a cycle is found (three cycles of data), and on a
+series without one, the test sees the raw points. `season: none` always tests raw points.
+
+Not modelled: changes of variance alone.
 """
 
 from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
 from lupus_stream.detection.base import Detector, Verdict
+from lupus_stream.detection.seasonal import SeasonalDetector, SeasonalState
 
 REL_FLOOR: Final = 1e-6  # scale never below this fraction of |median| ...
 ABS_FLOOR: Final = 1e-12  # ... nor below this absolute value
@@ -111,13 +118,14 @@ Array = npt.NDArray[np.float64]
 
 
 class ChangePointParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Test window, minimum segment, false-alarm run length, clip and model."""
+    """Test window, minimum segment, false-alarm run length, clip, model and season."""
 
     window: Annotated[int, msgspec.Meta(ge=20, le=5_000)] = 200
     min_segment: Annotated[int, msgspec.Meta(ge=3, le=1_000)] = 5
     arl: Annotated[float, msgspec.Meta(ge=50, le=1e9)] = 10_000.0
     clip: Annotated[float, msgspec.Meta(ge=1.0, le=100.0)] = 3.0
     trend: bool = True
+    season: Literal["auto", "none"] = "auto"
 
     def __post_init__(self) -> None:
         if 2 * self.min_segment > self.window:
@@ -136,6 +144,11 @@ class ChangePointState(msgspec.Struct):
     raw: list[float] = []  # the last `window` observed values, across segments
     seeded: bool = False  # the segment has been clipped since the scale exists
     changes: int = 0  # change points reported so far
+    # `season: auto`: a seasonal model of the raw points; once it has found a daily or
+    # weekly cycle, the test sees the points minus that cycle (`deseasonalised`)
+    raw_t: list[float] = []  # event times of `raw`
+    season: SeasonalState | None = None
+    deseasonalised: bool = False
 
 
 class Scale(msgspec.Struct, frozen=True):
@@ -345,7 +358,7 @@ class ChangePointDetector(Detector[ChangePointParams, ChangePointState]):
     """
 
     kind = "changepoint"
-    version = 1
+    version = 2
     Params = ChangePointParams
     State = ChangePointState
 
@@ -355,22 +368,36 @@ class ChangePointDetector(Detector[ChangePointParams, ChangePointState]):
         super().__init__(params, state)
         self.threshold = threshold_for(self.params.arl, self.params.trend)
         self.last_statistic = 0.0  # the scan statistic of the last point (not state)
+        self.season: SeasonalDetector | None = None
+        if self.params.season == "auto":
+            self.season = SeasonalDetector(state=self.state.season)
+            self.state.season = self.season.state
 
     def update(self, t: float, x: Any) -> Verdict | None:
         if x is None:
             return None
-        value = float(x)
-        if not math.isfinite(value):
+        observed = float(x)
+        if not math.isfinite(observed):
             return None
         p, s = self.params, self.state
+        value, cycle = observed, 0.0
+        if self.season is not None:
+            self.season.update(t, observed)
+            s.season = self.season.state
+            if not s.deseasonalised and self.season.periods not in (None, "none"):
+                self._deseasonalise()
+            if s.deseasonalised:
+                cycle = self.season.season_at(t)
+                value -= cycle
         s.raw.append(value)
+        s.raw_t.append(t)
         if len(s.raw) > p.window:
-            del s.raw[0]
+            del s.raw[0], s.raw_t[0]
         if len(s.raw) < MIN_SCALE_POINTS:
             if s.n == 0:
                 s.offset = value
             self._push(t, value - s.offset)
-            return Verdict(0.0, False, value, detail="warming up")
+            return Verdict(0.0, False, observed, detail="warming up")
 
         scale = noise_scale(s.raw, p.clip)
         if not s.seeded:  # clip the points seen before the scale existed
@@ -382,18 +409,19 @@ class ChangePointDetector(Detector[ChangePointParams, ChangePointState]):
             y = value - s.offset
             centre = expected - s.offset
             self._push(t, centre + min(bound, max(-bound, y - centre)))
+        expected += cycle
 
         self.last_statistic = 0.0
         segment = np.asarray(s.win_y, dtype=np.float64)
         best = scan(segment, p.min_segment, p.trend, 1.0)
         if best is None:
-            return Verdict(0.0, False, value, expected, kind="changepoint")
+            return Verdict(0.0, False, observed, expected, kind="changepoint")
         dof = DOF_PER_POINT * len(s.raw)
         stat = _wallace(best.stat / (scale.long_run * scale.long_run), dof)
         self.last_statistic = stat
         score = 1.0 - tail_probability(stat, p.trend)
         if stat <= self.threshold:
-            return Verdict(score, False, value, expected, kind="changepoint")
+            return Verdict(score, False, observed, expected, kind="changepoint")
 
         best = scan(segment, p.min_segment, p.trend, 1.0, locate=best.kind) or best
         start = s.win_t[-best.post]
@@ -405,17 +433,32 @@ class ChangePointDetector(Detector[ChangePointParams, ChangePointState]):
             f"{size} starting {best.post} points ago; GLR {stat:.1f} > {self.threshold:.1f} "
             f"(arl {p.arl:g}, rho {scale.rho:.2f})"
         )
+        if s.deseasonalised:
+            detail += f"; {self.season.periods if self.season else ''} cycle removed"
         self._seed(s.win_t[-best.post :], best.post, scale.sigma)
         s.changes += 1
         return Verdict(
             score,
             True,
-            value,
+            observed,
             expected,
             changepoint_at=start,
             kind=best.kind,
             detail=detail,
         )
+
+    def _deseasonalise(self) -> None:
+        """The seasonal model has found its cycle: from now on the test sees the points
+        without it, and the window it holds is re-expressed so, the segment restarting
+        from it (the cycle found is known from the points already in the window)."""
+        s = self.state
+        assert self.season is not None
+        s.raw = [x - self.season.season_at(t) for t, x in zip(s.raw_t, s.raw, strict=True)]
+        s.deseasonalised = True
+        if len(s.raw) >= MIN_SCALE_POINTS and s.win_t:
+            sigma = noise_scale(s.raw, self.params.clip).sigma
+            count = min(len(s.win_t), len(s.raw))
+            self._seed(s.win_t[-count:], count, sigma)
 
     def _predict(self) -> float:
         """The segment's prediction for its next point (its median while it is short)."""

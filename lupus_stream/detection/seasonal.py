@@ -381,6 +381,17 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             return found
         return "none" if s.decided else None
 
+    def season_at(self, t: float) -> float:
+        """The model's seasonal part (daily plus weekly profile) at event time `t`; 0
+        without a season."""
+        s = self.state
+        cycle = 0.0
+        if s.day_bins:
+            cycle += s.daily[_phase(t, DAY, s.day_bins)]
+        if s.week_bins:
+            cycle += s.weekly[_phase(t, WEEK, s.week_bins)]
+        return cycle
+
     # -- batches -------------------------------------------------------------------
 
     native_batch = True

@@ -239,11 +239,15 @@ def test_snapshot_of_another_kind_is_refused() -> None:
 
 
 def test_state_size_is_bounded_by_the_window() -> None:
-    d = ChangePointDetector(ChangePointParams(window=100))
+    d = ChangePointDetector(ChangePointParams(window=100, season="none"))
     d.update_many(range(5000), noise(5000, 91).tolist())
     s = d.state
-    assert len(s.win_y) == len(s.win_t) == 100 and len(s.raw) == 100
+    assert len(s.win_y) == len(s.win_t) == 100 and len(s.raw) == len(s.raw_t) == 100
     assert len(d.to_bytes()) < 4000
+    # with the seasonal model (its daily envelope at this 1-second sampling included)
+    d = ChangePointDetector(ChangePointParams(window=100))
+    d.update_many(range(5000), noise(5000, 91).tolist())
+    assert len(d.to_bytes()) < 10_000
 
 
 def test_registered_as_a_series_detector() -> None:
@@ -312,3 +316,50 @@ def test_scan_equals_least_squares() -> None:
         assert found is not None
         assert found.stat == pytest.approx(best[0], rel=1e-9)
         assert (found.post, found.kind) == best[1:]
+
+
+def _hourly_daily_cycle(seed: int, shift_at: int | None) -> tuple[list[float], list[float]]:
+    """Four weeks of hourly points: a daily cycle ten noise sds high, and a shift of four
+    noise sds (0.4 of the cycle's amplitude) from `shift_at` on."""
+    rng = np.random.default_rng(seed)
+    n = 24 * 28
+    xs = 100 + 10 * np.sin(2 * np.pi * np.arange(n) / 24) + rng.normal(0, 1, n)
+    if shift_at is not None:
+        xs[shift_at:] += 4.0
+    return [i * 3600.0 for i in range(n)], xs.tolist()
+
+
+@pytest.mark.parametrize("seed", [0, 2, 3])
+def test_a_shift_under_a_daily_cycle_is_found_once_the_cycle_is_removed(seed: int) -> None:
+    ts, xs = _hourly_daily_cycle(seed, shift_at=24 * 16)
+    found = [
+        (v.changepoint_at, i)
+        for i, v in enumerate(ChangePointDetector().update_many(ts, xs))
+        if v is not None and v.anomalous
+    ]
+    assert len(found) == 1
+    start, detected_at = found[0]
+    assert start == ts[24 * 16] and detected_at - 24 * 16 <= 6
+    # the same test on the raw points: the cycle hides the shift
+    raw = ChangePointDetector(ChangePointParams(season="none")).update_many(ts, xs)
+    assert not any(v is not None and v.anomalous for v in raw)
+
+
+def test_a_daily_cycle_alone_is_no_change() -> None:
+    for seed in range(3):
+        ts, xs = _hourly_daily_cycle(seed, shift_at=None)
+        verdicts = ChangePointDetector().update_many(ts, xs)
+        assert not any(v is not None and v.anomalous for v in verdicts)
+
+
+def test_a_restored_detector_goes_on_deseasonalising_as_the_original() -> None:
+    ts, xs = _hourly_daily_cycle(2, shift_at=24 * 16)
+    whole = ChangePointDetector()
+    want = whole.update_many(ts, xs)
+    first = ChangePointDetector()
+    got = first.update_many(ts[:300], xs[:300])
+    assert first.state.deseasonalised  # found the daily cycle in the first 300 hours
+    second = ChangePointDetector.from_bytes(first.to_bytes())
+    got += second.update_many(ts[300:], xs[300:])
+    assert got == want
+    assert second.to_bytes() == whole.to_bytes()
