@@ -196,26 +196,10 @@ def _phase(t: float, period: float, bins: int) -> int:
     return int((t % period) / period * bins) % bins
 
 
-def _gap_median(gaps: list[float]) -> float:
-    """`float(np.median(gaps))`, without numpy for the usual positive float gaps.
-
-    A median is the middle order statistic or the mean of the two middle ones, the same
-    floats sorted or partitioned; anything else (ints, zeros, NaN) goes to numpy.
-    """
-    for g in gaps:
-        if type(g) is not float or not g > 0.0:
-            return float(np.median(gaps))
-    ordered = sorted(gaps)
-    half = len(ordered) // 2
-    if len(ordered) % 2:
-        return ordered[half]
-    return (ordered[half - 1] + ordered[half]) / 2.0
-
-
 def _median(x: np.ndarray) -> float:
     """`float(np.median(x))` of a float array, by one sort: numpy's median costs tens of
-    microseconds in Python on the short arrays of a period check. A NaN, or a zero
-    (whose sign could differ between the two ways), takes `np.median` itself."""
+    microseconds in Python on the short arrays of the interval and period decisions. A
+    NaN, or a zero (whose sign could differ between the two ways), takes `np.median`."""
     ordered = np.sort(x)
     n = len(ordered)
     if not n or ordered[-1] != ordered[-1]:
@@ -912,7 +896,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         t_last, gaps = s.t_last, s.gaps
         if t_last is not None and len(gaps) < INTERVAL_SAMPLES:
             gaps.append(t - t_last)
-            s.interval = _gap_median(gaps)
+            s.interval = _median(np.asarray(gaps, dtype=np.float64))
         s.t_last = t
 
     def _start_level(self) -> None:
@@ -1039,8 +1023,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         day, week = _bins(DAY, s.interval), _bins(WEEK, s.interval)
         want_day = "1d" in period and MIN_POINTS_PER_CYCLE * s.interval <= DAY
         want_week = "1w" in period
-        need = 2 * (week if want_week else day)
-        if count < min(need, MAX_HISTORY):
+        if count < self._check_at():
             return
         values = self._values()
         n = len(values)
