@@ -54,6 +54,7 @@ import msgspec
 from aiokafka import AIOKafkaProducer
 
 from lupus_stream.contracts.decode import MAX_MESSAGE_BYTES, encode_records
+from lupus_stream.contracts.names import NAME_RULE, bad_name
 from lupus_stream.contracts.records import (
     InputRecord,
     Label,
@@ -83,6 +84,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+R = TypeVar("R", bound=msgspec.Struct)
 
 # Bytes of one message value. The decoder and the topics (max.message.bytes) accept up to
 # MAX_MESSAGE_BYTES per record *batch*, which also holds the key and ~100 bytes of framing.
@@ -152,11 +154,11 @@ def _mapping(field_name: str, value: Mapping[str, Any] | None) -> dict[Any, Any]
     return out
 
 
-def _convert(cls: type[T], fields: dict[str, Any]) -> T:
+def _convert(cls: type[R], fields: dict[str, Any]) -> R:
     try:
-        return msgspec.convert(fields, type=cls)
+        record = msgspec.convert(fields, type=cls)
     except msgspec.ValidationError as exc:
-        kind = _KIND_OF[cls]  # type: ignore[index]
+        kind = _KIND_OF[cls]
         match = _ERROR_AT.match(str(exc))
         if match is None:
             raise ValueError(f"invalid {kind} record: {exc}") from None
@@ -167,6 +169,11 @@ def _convert(cls: type[T], fields: dict[str, Any]) -> T:
         raise ValueError(
             f"invalid {kind} record: field {path}: {match.group('rule')}{got}"
         ) from None
+    path = bad_name(record)
+    if path is not None:
+        got = f" (got {fields[path]!r:.80})" if path in fields else ""
+        raise ValueError(f"invalid {_KIND_OF[cls]} record: field {path}: {NAME_RULE}{got}")
+    return record
 
 
 def _metric(

@@ -7,6 +7,7 @@ gets its own error and the good ones in the same batch still go through.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from lupus_stream.contracts.names import NAME_RULE, all_names_valid, bad_name
 from lupus_stream.contracts.records import INPUT_TYPES, InputBase, InputRecord
 
 MAX_MESSAGE_BYTES = 1_048_576
@@ -22,6 +24,7 @@ _AT_PATH = re.compile(r"^(?P<rule>.*?)(?: - at (?P<key>`key` in )?`(?P<path>[^`]
 # Errors about one named field of an object: the field is in the rule, not in the path.
 _NAMED_FIELD = re.compile(r"(?:missing required|contains unknown) field `([^`]+)`")
 _TOO_DEEP = "JSON nested too deeply"
+_PRODUCT = operator.attrgetter("product")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +103,9 @@ def decode_message(
     except (msgspec.DecodeError, UnicodeDecodeError, ValueError, RecursionError):
         return _decode_each(data, accept, known_products)
     records = value if isinstance(value, list) else [value]
-    if known_products is None:
+    if not all_names_valid(records):  # which record, which field: one by one
+        return _decode_each(data, accept, known_products)
+    if known_products is None or all(map(known_products.__contains__, set(map(_PRODUCT, records)))):
         return Decoded(records=records)
     out = Decoded()
     for i, record in enumerate(records):
@@ -155,6 +160,9 @@ def _decode_one(
         return Decoded(errors=[RecordError(f"malformed JSON: {exc}", index, None, raw)])
     except RecursionError:
         return Decoded(errors=[RecordError(_TOO_DEEP, index, None, raw)])
+    field_path = bad_name(record)
+    if field_path is not None:
+        return Decoded(errors=[RecordError(NAME_RULE, index, field_path, raw)])
     if known_products is not None and record.product not in known_products:
         return Decoded(errors=[_unknown_product(record.product, index, raw)])
     return Decoded(records=[record])

@@ -11,8 +11,14 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from lupus_stream.contracts.names import NAME_PATTERN
+
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z_][\w.:-]*$")]
+# The pattern is in the JSON Schema only: decoders check it once per distinct name
+# (`names.py`), not with a regular expression on every string.
+Name = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=200, extra_json_schema={"pattern": NAME_PATTERN})
+]
 Text = Annotated[str, msgspec.Meta(max_length=1024)]
 Labels = dict[Name, Text]
 FeatureValue = float | str | bool | None

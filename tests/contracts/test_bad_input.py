@@ -340,6 +340,22 @@ CASES = [
         id="batch-bad-label-name",
     ),
     pytest.param(
+        Case(
+            js([prediction(features={"ok": 1, "x y": 2}), prediction(segment={"-": "a"})]),
+            0,
+            [Err(0, "features[key]", "regex"), Err(1, "segment[key]", "regex")],
+        ),
+        id="batch-bad-feature-and-segment-names",
+    ),
+    pytest.param(
+        Case(
+            js([source(source="2024 log"), label(model="ctr v2"), metric(product="ad model")]),
+            0,
+            [Err(0, "source", "regex"), Err(1, "model", "regex"), Err(2, "product", "regex")],
+        ),
+        id="batch-bad-source-model-product-names",
+    ),
+    pytest.param(
         Case(js([metric(), None, 3]), 1, [Err(1, None, "got `null`"), Err(2, None, "got `int`")]),
         id="batch-with-null-and-number",
     ),
