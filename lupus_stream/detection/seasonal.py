@@ -405,9 +405,14 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             values = _as_floats(list(itertools.chain.from_iterable(xs)))
             out = np.zeros((bounds[-1], steady.COLUMNS))
             ran = _run_together(detectors, bounds, times, values, out)
-            return [
+            made = [
                 d._batch(ts[j], xs[j], times[b:e], values[b:e], out[b:e], ran.get(j))
                 for j, (d, b, e) in enumerate(zip(detectors, bounds, bounds[1:], strict=False))
+            ]
+            status = out[:, steady.STATUS].astype(np.int64).tolist()
+            return [
+                _SeasonalBatch(status[b:e], by_point, out[b:e], values[b:e])
+                for by_point, b, e in zip(made, bounds, bounds[1:], strict=False)
             ]
         except BaseException:
             for detector, (state, work, history) in zip(detectors, before, strict=True):
@@ -422,10 +427,12 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         values: np.ndarray,
         out: np.ndarray,
         ran: int | None,
-    ) -> VerdictBatch:
+    ) -> dict[int, Verdict | None]:
         """The points of one series, from where an earlier compiled run stopped (`ran`)
-        or from the first. Never changes the state it starts from: the compiled path
-        writes a new state vector, the reference path works on a deep copy."""
+        or from the first: rows of `out` from the compiled path, and the verdicts of the
+        points the reference path made, returned by position. Never changes the state it
+        starts from: the compiled path writes a new state vector, the reference path
+        works on a deep copy."""
         n = len(ts)
         made: dict[int, Verdict | None] = {}
         owned = False  # the state is a deep copy this batch may change in place
@@ -442,10 +449,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             else:
                 made[i] = self.update(ts[i], xs[i])
             i, pending = i + 1, False
-        flags = out[:, steady.STATUS].astype(np.int64).tolist()
-        for j, verdict in made.items():
-            flags[j] = 0 if verdict is None else 2 if verdict.anomalous else 1
-        return _SeasonalBatch(flags, made, out, values)
+        return made
 
     def _steady_state(self) -> bool:
         """Past warm-up and the interval decision, and the period decided or its next
@@ -1100,8 +1104,7 @@ def _run_together(
         return {}
     chosen = [detectors[j] for j in together]
     works = [d._working()[0] for d in chosen]
-    offsets = np.zeros(len(works) + 1, dtype=np.int64)
-    np.cumsum([len(w) for w in works], out=offsets[1:])
+    offsets = np.fromiter(itertools.accumulate(map(len, works), initial=0), np.int64)
     src = np.concatenate(works)
     dst = np.empty_like(src)
     points = np.array([(bounds[j], bounds[j + 1]) for j in together], dtype=np.int64)
@@ -1109,7 +1112,7 @@ def _run_together(
         [(d._state.day_bins, d._state.week_bins, len(d._state.env_up)) for d in chosen],
         dtype=np.int64,
     )
-    consts = np.stack([d._consts for d in chosen])
+    consts = np.array([d._consts for d in chosen])
     stops = np.zeros(len(chosen), dtype=np.int64)
     steady.run_many(times, values, points, src, dst, offsets, dims, consts, out, stops)
     for d, o, f in zip(chosen, offsets.tolist(), offsets[1:].tolist(), strict=False):
@@ -1186,6 +1189,8 @@ class _SeasonalBatch(VerdictBatch):
         out: np.ndarray,
         values: np.ndarray,
     ) -> None:
+        for j, verdict in made.items():
+            flags[j] = 0 if verdict is None else 2 if verdict.anomalous else 1
         self.flags = flags
         self._made, self._out = made, out
         self._values: Any = values
