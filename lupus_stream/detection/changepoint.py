@@ -358,7 +358,7 @@ class ChangePointDetector(Detector[ChangePointParams, ChangePointState]):
     """
 
     kind = "changepoint"
-    version = 2
+    version = 3
     Params = ChangePointParams
     State = ChangePointState
 

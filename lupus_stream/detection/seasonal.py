@@ -39,7 +39,14 @@ How it works, per series:
    exponential, `P(A > a) = rate * exp(-(a - TAIL_START) / excess)`, with the exceedance
    rate and the mean excess learned online (starting from a normal tail, made heavier so
    a cold start does not alarm). A spiky series has a high rate and a long excess, so
-   its routine spikes are routine; a quiet one that starts to misbehave is not.
+   its routine spikes are routine; a quiet one that starts to misbehave is not. The
+   point and the shift surprises have a tail per side (above and below the model; `p`
+   is the side's, doubled): metrics are rarely symmetric, and a series whose spikes go
+   up has not shown that a drop is routine. The expected band is where a point alone
+   would alarm on each side, so it may reach further above than below. A point
+   exceedance counts toward its tail's rate at once but teaches its size only
+   `DELAY_SLOTS` points later, so the points right after an outlier, the rest of one
+   incident, are not scored against a tail it has just made heavier.
 6. **Score.** `L = log10(1/p)` of the smallest of the three tail probabilities, times
    three (Bonferroni), and `score = L / (L + 6)`: monotone in `p`, so one threshold
    means the same on every series (0.5 is `p = 1e-6`). A point is anomalous when its
@@ -179,9 +186,14 @@ class SeasonalState(msgspec.Struct):
     rate: list[float] = []
     excess: list[float] = []
     exceeded: list[float] = []
+    # point exceedances whose size the tails learn later: (tail or -1, size) per slot,
+    # the slot of point n being n % DELAY_SLOTS
+    pending: list[float] = []
     # the open incident: its worst log10(1/p) and points left before it closes
     peak: float = 0.0
-    band_z: float = 0.0  # |z| at which a point alone alarms (for the expected band)
+    # |z| at which a point alone alarms, above and below the model (the expected band)
+    band_up: float = 0.0
+    band_down: float = 0.0
     open_for: int = 0
     run_ts: list[float] = []
     run_res: list[float] = []
@@ -293,7 +305,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
     """
 
     kind = "seasonal"
-    version = 3
+    version = 4
     Params = SeasonalParams
     State = SeasonalState
     _state: SeasonalState
@@ -349,12 +361,14 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         self._day_week = (0, 0)
         s = self.state
         if not s.rate:
-            s.rate = [TAIL_PRIOR_RATE] * COMPONENTS
-            s.excess = [TAIL_PRIOR_EXCESS] * COMPONENTS
-            s.exceeded = [0.0] * COMPONENTS
+            s.rate = [TAIL_PRIOR_RATE / 2.0] * steady.TAILS  # a side: half the normal tail
+            s.rate[steady.SPREAD_UP] = TAIL_PRIOR_RATE
+            s.excess = [TAIL_PRIOR_EXCESS] * steady.TAILS
+            s.exceeded = [0.0] * steady.TAILS
+            s.pending = [-1.0, 0.0] * steady.DELAY_SLOTS
             s.shift_ms = p.shift_rate / (2.0 - p.shift_rate)  # of normal z
             s.spread_var = 2.0 * p.spread_rate / (2.0 - p.spread_rate)  # of normal z^2
-            s.band_z = self._band()
+            s.band_up, s.band_down = self._band(steady.POINT_UP), self._band(steady.POINT_DOWN)
 
     @property
     def periods(self) -> str | None:
@@ -525,7 +539,8 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             s.shift_ms,
             s.spread_mean,
             s.spread_var,
-            s.band_z,
+            s.band_up,
+            s.band_down,
             s.peak,
             s.open_for,
             s.run_side,
@@ -540,6 +555,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
                 *s.rate,
                 *s.excess,
                 *s.exceeded,
+                *s.pending,
                 *s.daily,
                 *s.weekly,
                 *s.env_up,
@@ -564,7 +580,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
     def _finish_run(self, t: float, value: float, row: np.ndarray) -> Verdict:
         """What `update` does after the compiled part, for a point of a level-shift run."""
         s = self.state
-        expected, band, raw = float(row[steady.EXPECTED]), float(row[steady.BAND]), row[steady.RAW]
+        expected, raw = float(row[steady.EXPECTED]), row[steady.RAW]
         detail = _detail(
             float(row[steady.Z]),
             expected,
@@ -576,8 +592,8 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             float(t),
             value,
             expected,
-            expected - band,
-            expected + band,
+            expected - float(row[steady.BELOW]),
+            expected + float(row[steady.ABOVE]),
             float(row[steady.RESIDUAL]),
             float(row[steady.SCORE]),
             bool(raw >= self._alarm),
@@ -615,6 +631,11 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
                 self._start_level()
             return Verdict(0.0, False, value, detail=f"warming up ({len(s.warm)}/{self._warmup})")
 
+        slot = 2 * (n % steady.DELAY_SLOTS)
+        if s.pending[slot] >= 0.0:  # the point exceedance of DELAY_SLOTS points ago
+            self._learn_excess(int(s.pending[slot]), s.pending[slot + 1])
+            s.pending[slot] = -1.0
+
         # expected value and standardised residual
         dph = wph = -1
         level = s.level
@@ -635,9 +656,10 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         if scale < 1e-9:
             scale = 1e-9
         z = residual / scale
-        band = scale * s.band_z
+        lower, upper = expected - scale * s.band_down, expected + scale * s.band_up
 
-        # the three surprises, each against its own tail
+        # the three surprises, each against its own tail (the point's and the shift's
+        # on their side: a series whose spikes go up has not shown how it drops)
         a0 = abs(z)
         if s.env_up:  # an excursion like the recent ones at this time of day is routine
             a0 = self._envelope(t, z, a0)
@@ -662,20 +684,24 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         shift_ms, spread_mean, spread_var = s.shift_ms, s.spread_mean, s.spread_var
         a1 = abs(shift) / _sqrt(shift_ms)
         a2 = (spread - spread_mean) / _sqrt(spread_var + 1e-12)
+        k0 = steady.POINT_UP if z > 0.0 else steady.POINT_DOWN
+        k1 = steady.SHIFT_UP if shift > 0.0 else steady.SHIFT_DOWN
         rate = s.rate
         raw = 0.0
         best = -1
         if a0 > TAIL_START or a1 > TAIL_START or a2 > TAIL_START:
+            # a side's tail probability, doubled: as likely on either side
             excess = s.excess
             if a0 > TAIL_START:
-                raw = (a0 - TAIL_START) / (excess[0] * LN10) - _log10(rate[0])
+                raw = (a0 - TAIL_START) / (excess[k0] * LN10) - _log10(2.0 * rate[k0])
                 best = 0
             if a1 > TAIL_START:
-                q = (a1 - TAIL_START) / (excess[1] * LN10) - _log10(rate[1])
+                q = (a1 - TAIL_START) / (excess[k1] * LN10) - _log10(2.0 * rate[k1])
                 if q > raw:
                     raw, best = q, 1
             if a2 > TAIL_START:
-                q = (a2 - TAIL_START) / (excess[2] * LN10) - _log10(rate[2])
+                k2 = steady.SPREAD_UP
+                q = (a2 - TAIL_START) / (excess[k2] * LN10) - _log10(rate[k2])
                 if q > raw:
                     raw, best = q, 2
             exceeded = True
@@ -717,12 +743,13 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         if w < r:
             w = r
         if exceeded:
-            self._learn_tails(w, a0, a1, a2)
+            self._learn_tails(w, (k0, a0), (k1, a1), (steady.SPREAD_UP, a2))
+            if a0 > TAIL_START:  # its size: once the points right after it are scored
+                s.pending[slot], s.pending[slot + 1] = float(k0), a0
         else:
             keep = 1.0 - w
-            rate[0] *= keep
-            rate[1] *= keep
-            rate[2] *= keep
+            for k in range(steady.TAILS):
+                rate[k] *= keep
         limit = clip * scale
         step = residual if -limit <= residual <= limit else _copysign(limit, residual)
         s.level = level + level_rate * step
@@ -742,10 +769,9 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             s.scale = state_scale + scale_rate * (MEAN_ABS_TO_SIGMA * abs(step) - state_scale)
             if s.run_side:
                 s.run_ts, s.run_res, s.run_side = [], [], 0
-            if not anomalous:
-                return Verdict(score, False, value, expected, expected - band, expected + band)
+        if not in_run and not anomalous:
+            return Verdict(score, False, value, expected, lower, upper)
         detail = _detail(z, expected, best, raw, bool(day_bins or week_bins))
-        lower, upper = expected - band, expected + band
         if not in_run:
             return Verdict(score, True, value, expected, lower, upper, detail=detail)
         return self._run(t, value, expected, lower, upper, residual, score, anomalous, detail)
@@ -769,11 +795,11 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             scale = 1e-9
         z = residual / scale
         rate, excess = s.rate, s.excess
-        band = scale * s.band_z
         a = abs(z)
         lp = 0.0
         if a > TAIL_START:
-            lp = (a - TAIL_START) / (excess[0] * LN10) - math.log10(rate[0])
+            k = steady.POINT_UP if z > 0.0 else steady.POINT_DOWN
+            lp = (a - TAIL_START) / (excess[k] * LN10) - math.log10(2.0 * rate[k])
             lp -= LOG10_COMPONENTS
         if s.open_for > 0 and lp < ESCALATION * s.peak:
             lp = 0.0
@@ -783,8 +809,8 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             score >= self._threshold,
             value,
             expected,
-            expected - band,
-            expected + band,
+            expected - scale * s.band_down,
+            expected + scale * s.band_up,
             detail="late point, scored against the current model",
         )
 
@@ -825,28 +851,49 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         # each visit fades its phase by the share of a day's decay it stands for
         self._env_keep = ENVELOPE_DECAY ** (min(self._state.interval, width) / width)
 
-    def _learn_tails(self, w: float, a0: float, a1: float, a2: float) -> None:
-        """One point of the peaks-over-threshold estimates of the three surprises."""
+    def _learn_tails(
+        self,
+        w: float,
+        point: tuple[int, float],
+        shift: tuple[int, float],
+        spread: tuple[int, float],
+    ) -> None:
+        """One point of the peaks-over-threshold estimates: each surprise (tail, value)
+        teaches its tail; the other side's tails only see that they were not exceeded.
+        The size of a point exceedance is learned later (`pending`), the rest now."""
         s = self.state
-        rate, excess, exceeded = s.rate, s.excess, s.exceeded
-        for k, a in enumerate((a0, a1, a2)):
+        rate = s.rate
+        seen = [0.0] * steady.TAILS
+        for k, a in (point, shift, spread):
+            seen[k] = a
+        for k, a in enumerate(seen):
             if a > TAIL_START:
                 rate[k] += w * (1.0 - rate[k])
-                exceeded[k] += 1.0
-                v = 1.0 / (exceeded[k] + TAIL_PRIOR_EXCEEDANCES)
-                if v < self._excess_rate:
-                    v = self._excess_rate
-                excess[k] += v * (a - TAIL_START - excess[k])
+                if k != point[0]:
+                    self._learn_excess(k, a)
             else:
                 rate[k] -= w * rate[k]
-        if a0 > TAIL_START:
-            self.state.band_z = self._band()
+        if point[1] > TAIL_START:
+            s.band_up, s.band_down = self._band(steady.POINT_UP), self._band(steady.POINT_DOWN)
 
-    def _band(self) -> float:
-        """|z| at which the point surprise alone reaches the alarm level."""
+    def _learn_excess(self, k: int, a: float) -> None:
+        """One exceedance of tail `k` by `a`: its count and mean excess."""
         s = self.state
-        need = self._alarm + LOG10_COMPONENTS + math.log10(s.rate[0])
-        return TAIL_START + s.excess[0] * LN10 * max(need, 0.0)
+        s.exceeded[k] += 1.0
+        v = 1.0 / (s.exceeded[k] + TAIL_PRIOR_EXCEEDANCES)
+        if v < self._excess_rate:
+            v = self._excess_rate
+        s.excess[k] += v * (a - TAIL_START - s.excess[k])
+        if k == steady.POINT_UP:
+            s.band_up = self._band(k)
+        elif k == steady.POINT_DOWN:
+            s.band_down = self._band(k)
+
+    def _band(self, tail: int) -> float:
+        """|z| at which the point surprise alone reaches the alarm level on a side."""
+        s = self.state
+        need = self._alarm + LOG10_COMPONENTS + math.log10(2.0 * s.rate[tail])
+        return TAIL_START + s.excess[tail] * LN10 * max(need, 0.0)
 
     def _run(
         self,
@@ -1124,7 +1171,8 @@ def _from_vector(s: SeasonalState, work: np.ndarray, history: np.ndarray) -> Sea
     """A new state struct: `s` with what the compiled update wrote into `work` and
     `history`."""
     v = work.tolist()
-    at = steady.SCALARS + 9
+    tails = steady.SCALARS, steady.SCALARS + steady.TAILS, steady.SCALARS + 2 * steady.TAILS
+    at = steady.SCALARS + 3 * steady.TAILS + 2 * steady.DELAY_SLOTS
     day, week, env = s.day_bins, s.week_bins, len(s.env_up)
     fields: dict[str, Any] = {
         "n": int(v[steady.N]),
@@ -1136,12 +1184,14 @@ def _from_vector(s: SeasonalState, work: np.ndarray, history: np.ndarray) -> Sea
         "shift_ms": v[steady.SHIFT_MS],
         "spread_mean": v[steady.SPREAD_MEAN],
         "spread_var": v[steady.SPREAD_VAR],
-        "band_z": v[steady.BAND_Z],
+        "band_up": v[steady.BAND_UP],
+        "band_down": v[steady.BAND_DOWN],
         "peak": v[steady.PEAK],
         "open_for": int(v[steady.OPEN_FOR]),
-        "rate": v[steady.SCALARS : steady.SCALARS + 3],
-        "excess": v[steady.SCALARS + 3 : steady.SCALARS + 6],
-        "exceeded": v[steady.SCALARS + 6 : steady.SCALARS + 9],
+        "rate": v[tails[0] : tails[1]],
+        "excess": v[tails[1] : tails[2]],
+        "exceeded": v[tails[2] : tails[2] + steady.TAILS],
+        "pending": v[tails[2] + steady.TAILS : at],
         "daily": v[at : at + day],
         "weekly": v[at + day : at + day + week],
         "env_up": v[at + day + week : at + day + week + env],
@@ -1205,8 +1255,8 @@ class _SeasonalBatch(VerdictBatch):
         if self._rows is None:
             self._rows, self._values = self._out.tolist(), self._values.tolist()
         row = self._rows[i]
-        score, expected, band = row[steady.SCORE], row[steady.EXPECTED], row[steady.BAND]
-        lower, upper = expected - band, expected + band
+        score, expected = row[steady.SCORE], row[steady.EXPECTED]
+        lower, upper = expected - row[steady.BELOW], expected + row[steady.ABOVE]
         if flag == VerdictBatch.NORMAL:
             return Verdict(score, False, self._values[i], expected, lower, upper)
         best, raw = int(row[steady.BEST]), row[steady.RAW]

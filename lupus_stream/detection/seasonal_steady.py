@@ -11,7 +11,8 @@ joins a level-shift run. Tests feed both paths the same series and compare every
 verdict and the final state.
 
 Layouts shared with the caller: a series' state is one float64 vector, its scalars
-(indices below), then the tails (rate, excess, exceeded of the three surprises), the
+(indices below), then the tails (rate, excess, exceeded of each tail below), the point
+exceedances waiting to teach their size (`DELAY_SLOTS` pairs of tail or -1 and size), the
 daily and weekly profiles and the two halves of the daily envelope; `consts` holds the
 detector's derived constants and `out` one row per point (columns below).
 """
@@ -26,11 +27,17 @@ from numba import njit
 
 # scalars
 N, T_LAST, LEVEL, SCALE, SHIFT, SPREAD, SHIFT_MS, SPREAD_MEAN, SPREAD_VAR = range(9)
-BAND_Z, PEAK, OPEN_FOR, RUN_SIDE = range(9, 13)
+BAND_UP, BAND_DOWN, PEAK, OPEN_FOR, RUN_SIDE = range(9, 14)
 # the period decision's history (while undecided): interval, cells, first cell's time,
 # and the cell count at which the reference must decide something
-INTERVAL, HISTORY_CELLS, HISTORY_T0, CHECK_AT = range(13, 17)
-SCALARS = 17
+INTERVAL, HISTORY_CELLS, HISTORY_T0, CHECK_AT = range(14, 18)
+SCALARS = 18
+# tails: the point and shift surprises have one per side, the spread one (more variance)
+POINT_UP, POINT_DOWN, SHIFT_UP, SHIFT_DOWN, SPREAD_UP = range(5)
+TAILS = 5
+# a point exceedance's size reaches its tail when the point DELAY_SLOTS after it comes,
+# so the points right after an outlier (the rest of an incident) are scored without it
+DELAY_SLOTS = 3
 # consts
 (
     SHIFT_RATE,
@@ -49,9 +56,9 @@ SCALARS = 17
     ENV_KEEP,
 ) = range(14)
 CONSTS = 14
-# out columns
-STATUS, SCORE, EXPECTED, BAND, Z, RAW, BEST, RESIDUAL, SEASONAL = range(9)
-COLUMNS = 9
+# out columns (ABOVE, BELOW: how far the expected band reaches on each side)
+STATUS, SCORE, EXPECTED, ABOVE, BELOW, Z, RAW, BEST, RESIDUAL, SEASONAL = range(10)
+COLUMNS = 10
 # out[i, STATUS]: what became of point i
 SKIPPED = -1.0  # not processed: the reference must take it
 NO_VERDICT, NORMAL, ANOMALOUS = 0.0, 1.0, 2.0  # as in VerdictBatch
@@ -94,11 +101,12 @@ def run(
     decision's history while the period is undecided, and empty once it is decided.
     """
     dst[:] = src
-    tails = dst[SCALARS : SCALARS + 9]
-    rate = tails[0:3]
-    excess = tails[3:6]
-    exceeded = tails[6:9]
-    at = SCALARS + 9
+    rate = dst[SCALARS : SCALARS + TAILS]
+    excess = dst[SCALARS + TAILS : SCALARS + 2 * TAILS]
+    exceeded = dst[SCALARS + 2 * TAILS : SCALARS + 3 * TAILS]
+    at = SCALARS + 3 * TAILS
+    pending = dst[at : at + 2 * DELAY_SLOTS]
+    at += 2 * DELAY_SLOTS
     daily = dst[at : at + day_bins]
     weekly = dst[at + day_bins : at + day_bins + week_bins]
     at += day_bins + week_bins
@@ -127,7 +135,8 @@ def run(
     shift_ms = dst[SHIFT_MS]
     spread_mean = dst[SPREAD_MEAN]
     spread_var = dst[SPREAD_VAR]
-    band_z = dst[BAND_Z]
+    band_up = dst[BAND_UP]
+    band_down = dst[BAND_DOWN]
     peak = dst[PEAK]
     open_for = dst[OPEN_FOR]
     run_side = dst[RUN_SIDE]
@@ -177,6 +186,20 @@ def run(
                 cells = MAX_HISTORY
         t_last = t
         n += 1.0
+        slot = 2 * (int(n) % DELAY_SLOTS)
+        if pending[slot] >= 0.0:  # the point exceedance of DELAY_SLOTS points ago
+            c = int(pending[slot])
+            exceeded[c] += 1.0
+            v = 1.0 / (exceeded[c] + TAIL_PRIOR_EXCEEDANCES)
+            if v < excess_rate:
+                v = excess_rate
+            excess[c] += v * (pending[slot + 1] - TAIL_START - excess[c])
+            need = alarm_level + LOG10_COMPONENTS + math.log10(2.0 * rate[c])
+            if c == POINT_UP:
+                band_up = TAIL_START + excess[c] * LN10 * max(need, 0.0)
+            else:
+                band_down = TAIL_START + excess[c] * LN10 * max(need, 0.0)
+            pending[slot] = -1.0
 
         # expected value and standardised residual
         dph = -1
@@ -196,7 +219,8 @@ def run(
         if scale < 1e-9:
             scale = 1e-9
         z = residual / scale
-        band = scale * band_z
+        above = scale * band_up
+        below = scale * band_down
 
         # the three surprises
         a0 = abs(z)
@@ -222,20 +246,22 @@ def run(
         spread = spread + spread_rate * (zc * zc - spread)
         a1 = abs(shift) / math.sqrt(shift_ms)
         a2 = (spread - spread_mean) / math.sqrt(spread_var + 1e-12)
+        k0 = POINT_UP if z > 0.0 else POINT_DOWN
+        k1 = SHIFT_UP if shift > 0.0 else SHIFT_DOWN
         raw = 0.0
         best = -1
         exceeded_any = a0 > TAIL_START or a1 > TAIL_START or a2 > TAIL_START
         if exceeded_any:
             if a0 > TAIL_START:
-                raw = (a0 - TAIL_START) / (excess[0] * LN10) - math.log10(rate[0])
+                raw = (a0 - TAIL_START) / (excess[k0] * LN10) - math.log10(2.0 * rate[k0])
                 best = 0
             if a1 > TAIL_START:
-                q = (a1 - TAIL_START) / (excess[1] * LN10) - math.log10(rate[1])
+                q = (a1 - TAIL_START) / (excess[k1] * LN10) - math.log10(2.0 * rate[k1])
                 if q > raw:
                     raw = q
                     best = 1
             if a2 > TAIL_START:
-                q = (a2 - TAIL_START) / (excess[2] * LN10) - math.log10(rate[2])
+                q = (a2 - TAIL_START) / (excess[SPREAD_UP] * LN10) - math.log10(rate[SPREAD_UP])
                 if q > raw:
                     raw = q
                     best = 2
@@ -270,25 +296,29 @@ def run(
         if w < r:
             w = r
         if exceeded_any:
-            for c in range(3):
-                ac = a0 if c == 0 else a1 if c == 1 else a2
+            for c in range(TAILS):
+                ac = a0 if c == k0 else a1 if c == k1 else a2 if c == SPREAD_UP else 0.0
                 if ac > TAIL_START:
                     rate[c] += w * (1.0 - rate[c])
-                    exceeded[c] += 1.0
-                    v = 1.0 / (exceeded[c] + TAIL_PRIOR_EXCEEDANCES)
-                    if v < excess_rate:
-                        v = excess_rate
-                    excess[c] += v * (ac - TAIL_START - excess[c])
+                    if c != k0:
+                        exceeded[c] += 1.0
+                        v = 1.0 / (exceeded[c] + TAIL_PRIOR_EXCEEDANCES)
+                        if v < excess_rate:
+                            v = excess_rate
+                        excess[c] += v * (ac - TAIL_START - excess[c])
                 else:
                     rate[c] -= w * rate[c]
             if a0 > TAIL_START:
-                need = alarm_level + LOG10_COMPONENTS + math.log10(rate[0])
-                band_z = TAIL_START + excess[0] * LN10 * max(need, 0.0)
+                need = alarm_level + LOG10_COMPONENTS + math.log10(2.0 * rate[POINT_UP])
+                band_up = TAIL_START + excess[POINT_UP] * LN10 * max(need, 0.0)
+                need = alarm_level + LOG10_COMPONENTS + math.log10(2.0 * rate[POINT_DOWN])
+                band_down = TAIL_START + excess[POINT_DOWN] * LN10 * max(need, 0.0)
+                pending[slot] = k0
+                pending[slot + 1] = a0
         else:
             keep = 1.0 - w
-            rate[0] *= keep
-            rate[1] *= keep
-            rate[2] *= keep
+            for c in range(TAILS):
+                rate[c] *= keep
         limit = clip * scale
         step = residual if -limit <= residual <= limit else math.copysign(limit, residual)
         level = level + level_rate * step
@@ -304,7 +334,8 @@ def run(
 
         out[i, SCORE] = score
         out[i, EXPECTED] = expected
-        out[i, BAND] = band
+        out[i, ABOVE] = above
+        out[i, BELOW] = below
         out[i, Z] = z
         out[i, RAW] = raw
         out[i, BEST] = best
@@ -326,7 +357,8 @@ def run(
     dst[SHIFT_MS] = shift_ms
     dst[SPREAD_MEAN] = spread_mean
     dst[SPREAD_VAR] = spread_var
-    dst[BAND_Z] = band_z
+    dst[BAND_UP] = band_up
+    dst[BAND_DOWN] = band_down
     dst[PEAK] = peak
     dst[OPEN_FOR] = open_for
     dst[RUN_SIDE] = run_side

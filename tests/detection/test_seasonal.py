@@ -49,11 +49,29 @@ def test_hourly_daily_weekly_trend_noise_is_quiet_for_eight_weeks(seed: int) -> 
 def test_spike_in_a_seasonal_hourly_series_is_caught() -> None:
     ts, xs = hourly_daily_weekly(24 * 7 * 4, seed=9)
     at = len(xs) - 30
-    xs[at] += 200.0  # ten noise sds, well inside the daily range
+    xs[at] += 240.0  # twelve noise sds, well inside the daily range
     verdicts = SeasonalDetector().update_many(ts, xs)
     assert flagged(verdicts) == [at]
     v = verdicts[at]
     assert v is not None and v.score > 0.5 and v.kind == "outlier"
+
+
+def test_a_drop_is_news_in_a_series_whose_spikes_go_up() -> None:
+    """Each side has its own tail: routine bursts upward do not make a drop routine,
+    and the expected band reaches further above the model than below it."""
+    rng = np.random.default_rng(3)
+    hours = 24 * 7 * 3
+    ts = [h * 3600.0 for h in range(hours)]
+    xs = [1000.0 + 200.0 * math.sin(2 * math.pi * h / 24) + rng.normal(0, 20) for h in range(hours)]
+    for h in range(30, hours - 40, 17):  # a burst of 8 to 14 noise sds every 17 hours
+        xs[h] += float(rng.uniform(160, 280))
+    at = hours - 20
+    xs[at] -= 300.0  # fifteen noise sds down
+    verdicts = SeasonalDetector().update_many(ts, xs)
+    assert [i for i in flagged(verdicts) if i >= 24 * 14] == [at]
+    v = verdicts[at]
+    assert v is not None and v.upper is not None and v.lower is not None and v.expected is not None
+    assert v.upper - v.expected > 2 * (v.expected - v.lower)
 
 
 @pytest.mark.parametrize(
