@@ -48,11 +48,12 @@ def name_fields(cls: type[msgspec.Struct]) -> tuple[tuple[str, ...], tuple[str, 
     return tuple(scalars), tuple(keyed)
 
 
-def _getters(cls: type[msgspec.Struct]) -> list[tuple[str, Callable[[Any], Any], bool]]:
+@cache
+def _getters(cls: type[msgspec.Struct]) -> tuple[tuple[str, Callable[[Any], Any], bool], ...]:
     scalars, keyed = name_fields(cls)
-    return [(f, operator.attrgetter(f), False) for f in scalars] + [
+    return tuple((f, operator.attrgetter(f), False) for f in scalars) + tuple(
         (f, operator.attrgetter(f), True) for f in keyed
-    ]
+    )
 
 
 def _remember(names: Iterable[str]) -> bool:

@@ -637,24 +637,9 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             s.pending[slot] = -1.0
 
         # expected value and standardised residual
-        dph = wph = -1
-        level = s.level
-        expected = level
-        day_bins = s.day_bins
-        if day_bins:
-            dph = int((t % DAY) / DAY * day_bins) % day_bins
-            expected += s.daily[dph]
-        week_bins = s.week_bins
-        if week_bins:
-            wph = int((t % WEEK) / WEEK * week_bins) % week_bins
-            expected += s.weekly[wph]
+        level, state_scale, day_bins, week_bins = s.level, s.scale, s.day_bins, s.week_bins
+        dph, wph, expected, scale = self._model_at(t)
         residual = value - expected
-        state_scale = scale = s.scale
-        floor = 1e-6 * abs(expected)
-        if scale < floor:
-            scale = floor
-        if scale < 1e-9:
-            scale = 1e-9
         z = residual / scale
         lower, upper = expected - scale * s.band_down, expected + scale * s.band_up
 
@@ -776,9 +761,11 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             return Verdict(score, True, value, expected, lower, upper, detail=detail)
         return self._run(t, value, expected, lower, upper, residual, score, anomalous, detail)
 
-    def _late(self, t: float, value: float) -> Verdict:
-        """A late or duplicate point: scored as a point against the current model."""
+    def _model_at(self, t: float) -> tuple[int, int, float, float]:
+        """(daily phase, weekly phase (-1: none), expected value, scale with its floor)
+        at time `t`."""
         s = self.state
+        dph = wph = -1
         expected = s.level
         if s.day_bins:
             dph = int((t % DAY) / DAY * s.day_bins) % s.day_bins
@@ -786,14 +773,19 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         if s.week_bins:
             wph = int((t % WEEK) / WEEK * s.week_bins) % s.week_bins
             expected += s.weekly[wph]
-        residual = value - expected
         scale = s.scale
         floor = 1e-6 * abs(expected)
         if scale < floor:
             scale = floor
         if scale < 1e-9:
             scale = 1e-9
-        z = residual / scale
+        return dph, wph, expected, scale
+
+    def _late(self, t: float, value: float) -> Verdict:
+        """A late or duplicate point: scored as a point against the current model."""
+        s = self.state
+        _, _, expected, scale = self._model_at(t)
+        z = (value - expected) / scale
         rate, excess = s.rate, s.excess
         a = abs(z)
         lp = 0.0
