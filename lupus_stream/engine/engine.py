@@ -248,13 +248,15 @@ class Engine:
             for i in range(n):
                 self._tag(offset + i, self.process(points[i]), results)
             return
-        ids: dict[tuple[str, str, tuple[tuple[str, str], ...]], int] = {}
-        group_of = list(map(ids.setdefault, routes, itertools.count()))
-        if len(ids) == 1:
-            by_route = [list(range(n))]
-        else:  # the indices of each label set, label sets in order of first appearance
-            order = sorted(range(n), key=group_of.__getitem__)
-            by_route = [list(run) for _, run in itertools.groupby(order, group_of.__getitem__)]
+        # the indices of each label set, label sets in order of first appearance
+        of_route: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[int]] = {}
+        for i, route in enumerate(routes):
+            indices = of_route.get(route)
+            if indices is None:
+                of_route[route] = [i]
+            else:
+                indices.append(i)
+        by_route = list(of_route.values())
         groups: dict[str, _Group] = {}
         for indices in by_route:
             first = indices[0]
