@@ -95,6 +95,7 @@ import numpy as np
 
 from lupus_stream.detection import seasonal_steady as steady
 from lupus_stream.detection.base import Detector, Verdict, VerdictBatch
+from lupus_stream.detection.season_profile import cycle_bins, decompose, median, phase_of
 
 DAY = 86400.0
 WEEK = 7 * DAY
@@ -200,96 +201,6 @@ class SeasonalState(msgspec.Struct):
     run_side: int = 0
 
 
-def _bins(period: float, interval: float) -> int:
-    return max(2, round(period / interval))
-
-
-def _phase(t: float, period: float, bins: int) -> int:
-    return int((t % period) / period * bins) % bins
-
-
-def _median(x: np.ndarray) -> float:
-    """`float(np.median(x))` of a float array, by one sort: numpy's median costs tens of
-    microseconds in Python on the short arrays of the interval and period decisions. A
-    NaN, or a zero (whose sign could differ between the two ways), takes `np.median`."""
-    ordered = np.sort(x)
-    n = len(ordered)
-    if not n or ordered[-1] != ordered[-1]:
-        return float(np.median(x))
-    half = n // 2
-    middle = (
-        float(ordered[half]) if n % 2 else (float(ordered[half - 1]) + float(ordered[half])) / 2.0
-    )
-    return middle if middle != 0.0 else float(np.median(x))
-
-
-def _robust_var(x: np.ndarray) -> float:
-    mad = float(np.median(np.abs(x - np.median(x))))
-    return (MAD_TO_SIGMA * mad) ** 2
-
-
-def _phase_medians(values: np.ndarray, ph: np.ndarray, bins: int) -> np.ndarray:
-    """Per phase, `np.median` of the values of that phase (0 where a phase has none).
-
-    One sort for all phases: a median is its group's middle order statistic (or the mean
-    of the two middle ones), the same floats whichever way they are found. Only a -0.0
-    (which sorts equal to 0.0 but encodes differently) or a non-finite value could tell
-    the ways apart; those take the per-phase `np.median` loop.
-    """
-    profile = np.zeros(bins)
-    zeros = values == 0.0
-    if not np.isfinite(values).all() or (zeros.any() and np.signbit(values[zeros]).any()):
-        order = np.argsort(ph, kind="stable")
-        sorted_ph = ph[order]
-        sorted_values = values[order]
-        bounds = np.searchsorted(sorted_ph, np.arange(bins + 1))
-        for b in range(bins):
-            lo, hi = bounds[b], bounds[b + 1]
-            if hi > lo:
-                profile[b] = float(np.median(sorted_values[lo:hi]))
-        return profile
-    order = np.lexsort((values, ph))  # by phase, then by value
-    sorted_values = values[order]
-    bounds = np.searchsorted(ph[order], np.arange(bins + 1))
-    lo, hi = bounds[:-1], bounds[1:]
-    count = hi - lo
-    present = count > 0
-    mid = (lo + count // 2)[present]
-    odd = (count % 2 == 1)[present]
-    upper = sorted_values[mid]
-    lower = sorted_values[np.where(odd, mid, mid - 1)]
-    profile[present] = np.where(odd, upper, (lower + upper) / 2.0)
-    return profile
-
-
-def decompose(
-    values: np.ndarray, bins: int, phases: np.ndarray
-) -> tuple[np.ndarray, float, np.ndarray]:
-    """Per-phase median season of `values` around a centred moving-average trend.
-
-    Returns the season profile (length `bins`, centred on 0), the seasonal strength and
-    the remainder (values minus trend minus season, on the inner part of the history).
-    """
-    kernel = np.ones(bins) / bins
-    trend = np.convolve(values, kernel, mode="same")
-    half = bins // 2
-    inner = slice(half, len(values) - half)
-    detrended = values[inner] - trend[inner]
-    ph = phases[inner]
-    profile = _phase_medians(detrended, ph, bins)
-    profile -= _median(profile)
-    season = profile[ph]
-    remainder = detrended - season
-    total = float(np.var(detrended))
-    if total <= 0.0:
-        return profile, 0.0, remainder
-    # a profile fitted to k cycles explains about 1/k of the variance of pure noise
-    k = max(len(detrended) / bins, 1.0)
-    raw = 1.0 - float(np.var(remainder)) / total
-    strength = (raw - 1.0 / k) / (1.0 - 1.0 / k) if k > 1.0 else 0.0
-    return profile, max(0.0, strength), remainder
-
-
 class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
     """Calibrated tail scores of an online seasonal-trend model, with period detection.
 
@@ -385,9 +296,9 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         s = self.state
         cycle = 0.0
         if s.day_bins:
-            cycle += s.daily[_phase(t, DAY, s.day_bins)]
+            cycle += s.daily[phase_of(t, DAY, s.day_bins)]
         if s.week_bins:
-            cycle += s.weekly[_phase(t, WEEK, s.week_bins)]
+            cycle += s.weekly[phase_of(t, WEEK, s.week_bins)]
         return cycle
 
     # -- batches -------------------------------------------------------------------
@@ -480,7 +391,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             return s.next_check
         if period == "none":
             return 0
-        day, week = _bins(DAY, s.interval), _bins(WEEK, s.interval)
+        day, week = cycle_bins(DAY, s.interval), cycle_bins(WEEK, s.interval)
         return min(2 * (week if "1w" in period else day), MAX_HISTORY)
 
     def _compiled(self, times: np.ndarray, values: np.ndarray, start: int, out: np.ndarray) -> int:
@@ -939,7 +850,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         t_last, gaps = s.t_last, s.gaps
         if t_last is not None and len(gaps) < INTERVAL_SAMPLES:
             gaps.append(t - t_last)
-            s.interval = _median(np.asarray(gaps, dtype=np.float64))
+            s.interval = median(np.asarray(gaps, dtype=np.float64))
         s.t_last = t
 
     def _start_level(self) -> None:
@@ -951,7 +862,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         s.scale = max(MAD_TO_SIGMA * mad, MEAN_ABS_TO_SIGMA * spread, 1e-9)
         s.ready, s.warm = True, []
         if 0.0 < s.interval <= ENVELOPE_JITTER:  # sampling that resolves the drift
-            bins = min(_bins(DAY, s.interval), ENVELOPE_BINS)
+            bins = min(cycle_bins(DAY, s.interval), ENVELOPE_BINS)
             s.env_up, s.env_down = [0.0] * bins, [0.0] * bins
 
     def _remember(self, t: float, value: float) -> None:
@@ -1000,8 +911,8 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
     def _candidates(self) -> tuple[int, int]:
         """Bins of a day and of a week at this sampling interval (0: not a candidate)."""
         s = self.state
-        day = _bins(DAY, s.interval) if MIN_POINTS_PER_CYCLE * s.interval <= DAY else 0
-        week = _bins(WEEK, s.interval) if MIN_POINTS_PER_CYCLE * s.interval <= WEEK else 0
+        day = cycle_bins(DAY, s.interval) if MIN_POINTS_PER_CYCLE * s.interval <= DAY else 0
+        week = cycle_bins(WEEK, s.interval) if MIN_POINTS_PER_CYCLE * s.interval <= WEEK else 0
         if MIN_CYCLES * day > MAX_HISTORY:
             day = 0
         if MIN_CYCLES * week > MAX_HISTORY:
@@ -1063,7 +974,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         if period == "none":
             s.decided, s.history = True, bytearray()
             return
-        day, week = _bins(DAY, s.interval), _bins(WEEK, s.interval)
+        day, week = cycle_bins(DAY, s.interval), cycle_bins(WEEK, s.interval)
         want_day = "1d" in period and MIN_POINTS_PER_CYCLE * s.interval <= DAY
         want_week = "1w" in period
         if count < self._check_at():
@@ -1101,12 +1012,12 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         if s.week_bins:
             rest -= np.asarray(s.weekly)[self._phases(n, WEEK, s.week_bins)]
         recent = rest[-max(s.day_bins, s.week_bins, 8) :]
-        s.level = _median(recent)
+        s.level = median(recent)
         width = max(3, min(len(rest) // 4, 25))
         smooth = np.convolve(rest, np.ones(width) / width, mode="valid")
         remainder = rest[width // 2 : width // 2 + len(smooth)] - smooth
-        deviation = np.abs(remainder - _median(remainder))
-        mad = _median(deviation)
+        deviation = np.abs(remainder - median(remainder))
+        mad = median(deviation)
         mean_abs = float(np.mean(deviation))
         scale = max(MAD_TO_SIGMA * mad, MEAN_ABS_TO_SIGMA * mean_abs, 1e-9)
         # in-sample: a profile fitted to k cycles absorbs 1/k of the noise variance
