@@ -18,14 +18,15 @@ import msgspec
 import numpy as np
 import pytest
 
-from lupus_stream import client as client_module
 from lupus_stream.client import (
     AsyncLupusClient,
     BacklogFullError,
     Batcher,
     LupusClient,
     LupusSendError,
+    async_client,
 )
+from lupus_stream.client.records import build_metric
 from lupus_stream.contracts import decode_message
 from lupus_stream.contracts.records import Label, MetricPoint, PredictionLog, SourceLanded
 from lupus_stream.runtimes.kafka.send import signal_key
@@ -71,7 +72,7 @@ def producers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FakeProducer]]:
         made.append(FakeProducer(**options))
         return made[-1]
 
-    monkeypatch.setattr(client_module, "AIOKafkaProducer", factory)
+    monkeypatch.setattr(async_client, "AIOKafkaProducer", factory)
     yield made
 
 
@@ -395,7 +396,7 @@ def test_numpy_and_pandas_values_are_accepted(producers: list[FakeProducer]) -> 
 
 def test_timezones_other_than_utc_are_kept() -> None:
     tz = timezone(timedelta(hours=2))
-    record = client_module._metric("shop", "orders", 1.0, datetime(2026, 3, 2, 14, tzinfo=tz), None)
+    record = build_metric("shop", "orders", 1.0, datetime(2026, 3, 2, 14, tzinfo=tz), None)
     assert record.ts == T0 and record.ts.utcoffset() == timedelta(hours=2)
 
 
