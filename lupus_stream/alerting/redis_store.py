@@ -61,6 +61,7 @@ DEFAULT_MAX_ATTEMPTS: Final = 8
 DEFAULT_DRAIN_LIMIT: Final = 500
 OUTBOX_LOCK_MS: Final = 5_000  # a crashed drainer blocks the others this long
 ACTIVE_STATUSES: Final = frozenset({"pending", "firing"})
+KNOWN_ALERTS_LIMIT: Final = 100_000  # alerts whose last seen (state, version) are kept
 
 Deliver = Callable[[list[AlertEvent]], Awaitable[None]]
 """Publishes a batch of outbox events and returns only once the broker acknowledged all
@@ -97,17 +98,37 @@ end
 return version
 """
 
+# KEYS[1] outbox list, KEYS[2] lock, KEYS[3] in-flight mark. ARGV[1] lock token, ARGV[2]
+# lock TTL (ms), ARGV[3] most entries to take. Takes the lock and the head of the outbox in
+# one step: nil if another drainer holds the lock; an empty array (lock released) if the
+# outbox is empty; else {1 if a predecessor's batch was still in flight else 0, entries...},
+# with this batch marked in flight.
+_TAKE_SCRIPT: Final = """
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return nil
+end
+local entries = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)
+if #entries == 0 then
+  redis.call('DEL', KEYS[2])
+  return {}
+end
+local interrupted = redis.call('EXISTS', KEYS[3])
+redis.call('SET', KEYS[3], #entries)
+table.insert(entries, 1, interrupted)
+return entries
+"""
+
 # KEYS[1] outbox list, KEYS[2] lock, KEYS[3] in-flight mark. ARGV[1] lock token,
-# ARGV[2] entries delivered. Removes the delivered head and the in-flight mark only while
-# the caller still holds the lock: if it expired (a delivery slower than the lock TTL),
-# another drainer may have trimmed meanwhile and trimming again would drop entries
-# nobody delivered. Returns 1 if trimmed, else 0.
-_TRIM_SCRIPT: Final = """
+# ARGV[2] entries delivered. Removes the delivered head and the in-flight mark, and
+# releases the lock, only while the caller still holds it: if it expired (a delivery
+# slower than the lock TTL), another drainer may have trimmed meanwhile and trimming again
+# would drop entries nobody delivered. Returns 1 if trimmed, else 0.
+_FINISH_SCRIPT: Final = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return 0
 end
 redis.call('LTRIM', KEYS[1], tonumber(ARGV[2]), -1)
-redis.call('DEL', KEYS[3])
+redis.call('DEL', KEYS[3], KEYS[2])
 return 1
 """
 
@@ -153,8 +174,12 @@ class RedisAlertStore:
         self.outbox_lock_key = f"{prefix}outbox:lock"
         self.outbox_inflight_key = f"{prefix}outbox:inflight"
         self._cas = client.register_script(_CAS_SCRIPT)
-        self._trim = client.register_script(_TRIM_SCRIPT)
+        self._take = client.register_script(_TAKE_SCRIPT)
+        self._finish = client.register_script(_FINISH_SCRIPT)
         self._unlock = client.register_script(_UNLOCK_SCRIPT)
+        # what this store last wrote or read of each alert, as (state, version): a guess
+        # that saves the read before a write (the write's compare-and-set checks it)
+        self._known: dict[str, tuple[AlertState | None, int]] = {}
 
     @classmethod
     def from_url(
@@ -206,6 +231,7 @@ class RedisAlertStore:
         version = await self._write(state, expected=None, events=())
         if version < 0:  # pragma: no cover - the script cannot conflict without a version
             raise AlertConflictError(state.fingerprint)
+        self._remember(state.fingerprint, state, version)
         return version
 
     async def apply(self, fp: str, transition: Transition) -> list[AlertEvent]:
@@ -217,20 +243,52 @@ class RedisAlertStore:
         the outbox by the same atomic write, and also returned (for metrics or logs:
         publish them with `drain_outbox`, which survives a crash right after the commit).
         A transition that changes nothing writes nothing (and normally has no events).
+
+        The first attempt runs on what this store last wrote or read of `fp`, if it has
+        it, which saves a read while one worker owns the alert: the compare-and-set
+        rejects it if anyone wrote since, and a transition that would change nothing is
+        decided again on the stored state, so a stale guess never decides anything.
         """
-        for attempt in range(self.max_attempts):
+        attempts = 0
+        known = self._known.pop(fp, None)
+        if known is not None:  # first on what this store last saw: no read if nobody wrote
+            old, version = known
+            new, events = self._checked(fp, old, transition)
+            if new is not None and not (new == old and not events):
+                attempts = 1
+                committed = await self._write(new, expected=version, events=events)
+                if committed >= 0:
+                    self._remember(fp, new, committed)
+                    return events
+            # a lost race, or nothing to do: decided again on the stored state
+        for attempt in range(attempts, self.max_attempts):
             old, version = await self.get_versioned(fp)
-            new, events = transition(old)
-            if new is None and events:
-                raise ValueError(f"transition for {fp} returned events without a state")
+            new, events = self._checked(fp, old, transition)
             if new is None or (new == old and not events):
+                self._remember(fp, old, version)
                 return []
-            if new.fingerprint != fp:
-                raise ValueError(f"transition for {fp} returned the state of {new.fingerprint}")
-            if await self._write(new, expected=version, events=events) >= 0:
+            committed = await self._write(new, expected=version, events=events)
+            if committed >= 0:
+                self._remember(fp, new, committed)
                 return events
             await asyncio.sleep(min(0.001 * 2**attempt, 0.05))
         raise AlertConflictError(f"alert {fp}: {self.max_attempts} write conflicts in a row")
+
+    @staticmethod
+    def _checked(
+        fp: str, old: AlertState | None, transition: Transition
+    ) -> tuple[AlertState | None, list[AlertEvent]]:
+        new, events = transition(old)
+        if new is None and events:
+            raise ValueError(f"transition for {fp} returned events without a state")
+        if new is not None and new.fingerprint != fp:
+            raise ValueError(f"transition for {fp} returned the state of {new.fingerprint}")
+        return new, events
+
+    def _remember(self, fp: str, state: AlertState | None, version: int) -> None:
+        if len(self._known) >= KNOWN_ALERTS_LIMIT:
+            self._known.clear()
+        self._known[fp] = (state, version)
 
     async def active(self) -> list[AlertState]:
         """All pending or firing alerts, ordered by fingerprint."""
@@ -271,15 +329,13 @@ class RedisAlertStore:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         token = uuid.uuid4().hex
-        if not await self.client.set(self.outbox_lock_key, token, nx=True, px=OUTBOX_LOCK_MS):
+        keys = [self.outbox_key, self.outbox_lock_key, self.outbox_inflight_key]
+        taken = await self._take(keys=keys, args=[token, OUTBOX_LOCK_MS, limit])
+        if not taken:  # locked by another drainer, or nothing to deliver
             return 0
+        interrupted, raws = int(taken[0]), taken[1:]
+        finished = False
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.lrange(self.outbox_key, 0, limit - 1)
-                pipe.exists(self.outbox_inflight_key)
-                raws, interrupted = await pipe.execute()
-            if not raws:
-                return 0
             events = [_EVENT_DECODER.decode(raw) for raw in raws]
             todo = events
             if interrupted and published is not None:
@@ -292,14 +348,11 @@ class RedisAlertStore:
                         len(events) - len(todo),
                         len(events),
                     )
-            await self.client.set(self.outbox_inflight_key, len(raws))
             if todo:
                 await deliver(todo)
-            trimmed = await self._trim(
-                keys=[self.outbox_key, self.outbox_lock_key, self.outbox_inflight_key],
-                args=[token, len(raws)],
-            )
-            if not int(trimmed):
+            trimmed = int(await self._finish(keys=keys, args=[token, len(raws)]))
+            finished = True
+            if not trimmed:
                 _log.warning(
                     "outbox lock expired while delivering %d events: they stay queued and "
                     "will be delivered again",
@@ -307,7 +360,8 @@ class RedisAlertStore:
                 )
             return len(raws)
         finally:
-            await self._unlock(keys=[self.outbox_lock_key], args=[token])
+            if not finished:
+                await self._unlock(keys=[self.outbox_lock_key], args=[token])
 
     async def outbox_size(self) -> int:
         """How many committed events are waiting for `drain_outbox`."""

@@ -681,3 +681,101 @@ def test_interrupted_drain_without_a_readback_delivers_again(redis_url: str, pre
         await store.close()
 
     run(scenario())
+
+
+class CommandCounter:
+    """Counts the commands a store's client sends (each one a round trip to Redis)."""
+
+    def __init__(self, store: RedisAlertStore) -> None:
+        self.count = 0
+        self.names: list[str] = []
+        send = store.client.execute_command
+
+        async def counted(*args: Any, **options: Any) -> Any:
+            self.count += 1
+            self.names.append(str(args[0]))
+            return await send(*args, **options)
+
+        store.client.execute_command = counted  # type: ignore[method-assign]
+
+
+def test_apply_skips_the_read_while_nobody_else_writes(redis_url: str, prefix: str) -> None:
+    def toggle(state: AlertState | None) -> tuple[AlertState | None, list[AlertEvent]]:
+        status = "firing" if state is None or state.status == "pending" else "pending"
+        return make_state(FP, status), []
+
+    async def scenario() -> None:
+        store = RedisAlertStore.from_url(redis_url, prefix=prefix)
+        await store.apply(FP, toggle)  # the first one reads: nothing is known yet
+        counter = CommandCounter(store)
+        for _ in range(4):
+            await store.apply(FP, toggle)
+        assert counter.names == ["EVALSHA"] * 4  # the writes only, no HMGET
+        assert await store.version(FP) == 5
+        state = await store.get(FP)
+        assert state is not None and state.status == "firing"
+        await store.close()
+
+    run(scenario())
+
+
+def test_a_stale_guess_never_decides_a_transition(redis_url: str, prefix: str) -> None:
+    """Worker A last saw the alert firing; worker B resolved it since."""
+    event = make_event(FP, 3)
+    seen: list[str | None] = []
+
+    def refire(state: AlertState | None) -> tuple[AlertState | None, list[AlertEvent]]:
+        seen.append(None if state is None else state.status)
+        if state is not None and state.status == "firing":
+            return state, []  # already firing: nothing to do
+        return make_state(FP, "firing"), [event]
+
+    def resolve(state: AlertState | None) -> tuple[AlertState | None, list[AlertEvent]]:
+        return make_state(FP, "resolved"), []
+
+    def bump(state: AlertState | None) -> tuple[AlertState | None, list[AlertEvent]]:
+        seen.append(None if state is None else state.status)
+        return make_state(FP, "pending"), []
+
+    async def scenario() -> None:
+        a = RedisAlertStore.from_url(redis_url, prefix=prefix)
+        b = RedisAlertStore.from_url(redis_url, prefix=prefix)
+        assert await a.apply(FP, refire) == [event]  # A: firing, version 1
+        await b.apply(FP, resolve)  # B: resolved, version 2
+        # on A's guess (firing) nothing would change: decided again on the stored state
+        assert await a.apply(FP, refire) == [event]
+        assert seen == [None, "firing", "resolved"]
+        assert await a.version(FP) == 3
+        assert await a.outbox_size() == 2
+        # a write on a stale guess loses the compare-and-set and runs on B's state
+        await b.apply(FP, resolve)  # version 4
+        seen.clear()
+        await a.apply(FP, bump)
+        assert seen == ["firing", "resolved"]
+        assert await a.version(FP) == 5
+        for store in (a, b):
+            await store.close()
+
+    run(scenario())
+
+
+def test_a_drain_takes_two_round_trips_and_an_empty_one_takes_one(
+    redis_url: str, prefix: str
+) -> None:
+    async def scenario() -> None:
+        store = RedisAlertStore.from_url(redis_url, prefix=prefix)
+        await enqueue(store, "fp0")
+        assert await store.drain_outbox(Collector()) == 1  # loads the scripts
+        expected = [await enqueue(store, f"fp{i}", i) for i in range(1, 4)]
+        counter = CommandCounter(store)
+        collect = Collector()
+        assert await store.drain_outbox(collect) == 3
+        assert collect.delivered == expected
+        assert counter.count == 2  # take the lock and the batch; trim and unlock
+        assert await store.drain_outbox(collect) == 0
+        assert counter.count == 3
+        assert await store.client.exists(store.outbox_lock_key) == 0
+        assert await store.client.exists(store.outbox_inflight_key) == 0
+        await store.close()
+
+    run(scenario())

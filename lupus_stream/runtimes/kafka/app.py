@@ -197,7 +197,7 @@ class KafkaRuntime:
     async def _publisher(self) -> None:
         """Publish transitions as soon as they are committed, in batches under load.
 
-        The alert agent only commits (two Redis round trips per anomaly); waiting for
+        The alert agent only commits (one Redis round trip per anomaly); waiting for
         the broker's acknowledgement of every transition there would bound the stage
         at one anomaly per produce round trip.
         """
