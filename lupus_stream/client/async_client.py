@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping, Sequence
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -24,10 +22,7 @@ from lupus_stream.client.batching import (
 )
 from lupus_stream.client.records import (
     TOPIC_OF,
-    build_label,
-    build_metric,
-    build_prediction,
-    build_source,
+    RecordReporter,
     encoded_size,
 )
 from lupus_stream.contracts.records import InputRecord
@@ -44,7 +39,7 @@ def _default_settings() -> Settings:
     return load_settings(Path(path) if path else None)
 
 
-class AsyncLupusClient:
+class AsyncLupusClient(RecordReporter):
     """Publishes records to the input topics from one asyncio event loop.
 
     `settings` defaults to the `LUPUS_*` environment (and the `LUPUS_SETTINGS` file, like
@@ -164,57 +159,6 @@ class AsyncLupusClient:
             raise error
 
     # -- records -----------------------------------------------------------------------------
-
-    def report_metric(
-        self,
-        product: str,
-        name: str,
-        value: float | None,
-        ts: datetime | None = None,
-        labels: Mapping[str, str] | None = None,
-    ) -> None:
-        """One point of the series `product/name`; `value=None` marks a known gap."""
-        self._report(build_metric(product, name, value, ts, labels))
-
-    def log_prediction(
-        self,
-        product: str,
-        model: str,
-        model_version: str,
-        request_id: str,
-        features: Mapping[str, float | str | bool | None] | None,
-        prediction: float | str | bool | Sequence[str],
-        ts: datetime | None = None,
-        segment: Mapping[str, str] | None = None,
-    ) -> None:
-        """One served prediction with the features it was made from."""
-        self._report(
-            build_prediction(
-                product, model, model_version, request_id, features, prediction, ts, segment
-            )
-        )
-
-    def log_label(
-        self,
-        product: str,
-        model: str,
-        request_id: str,
-        label: float | str | bool,
-        ts: datetime | None = None,
-    ) -> None:
-        """Ground truth for the prediction `request_id` of `model`."""
-        self._report(build_label(product, model, request_id, label, ts))
-
-    def report_source_landed(
-        self,
-        product: str,
-        source: str,
-        partition: str,
-        row_count: int,
-        landed_at: datetime | None = None,
-    ) -> None:
-        """A partition of an upstream data source has landed."""
-        self._report(build_source(product, source, partition, row_count, landed_at))
 
     def _report(self, record: InputRecord) -> None:
         size = encoded_size(record)  # before the state checks: invalid input is a ValueError

@@ -204,3 +204,62 @@ def encoded_size(record: InputRecord, max_bytes: int = MAX_BATCH_BYTES) -> int:
             f"more than a message may hold ({max_bytes - 2})"
         )
     return size
+
+
+class RecordReporter:
+    """The reporting methods of a client: each checks its arguments, builds one record
+    and hands it to `_report`, which buffers it for sending."""
+
+    def _report(self, record: InputRecord) -> None:
+        raise NotImplementedError
+
+    def report_metric(
+        self,
+        product: str,
+        name: str,
+        value: float | None,
+        ts: datetime | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        """One point of the series `product/name`; `value=None` marks a known gap."""
+        self._report(build_metric(product, name, value, ts, labels))
+
+    def log_prediction(
+        self,
+        product: str,
+        model: str,
+        model_version: str,
+        request_id: str,
+        features: Mapping[str, float | str | bool | None] | None,
+        prediction: float | str | bool | Sequence[str],
+        ts: datetime | None = None,
+        segment: Mapping[str, str] | None = None,
+    ) -> None:
+        """One served prediction with the features it was made from."""
+        self._report(
+            build_prediction(
+                product, model, model_version, request_id, features, prediction, ts, segment
+            )
+        )
+
+    def log_label(
+        self,
+        product: str,
+        model: str,
+        request_id: str,
+        label: float | str | bool,
+        ts: datetime | None = None,
+    ) -> None:
+        """Ground truth for the prediction `request_id` of `model`."""
+        self._report(build_label(product, model, request_id, label, ts))
+
+    def report_source_landed(
+        self,
+        product: str,
+        source: str,
+        partition: str,
+        row_count: int,
+        landed_at: datetime | None = None,
+    ) -> None:
+        """A partition of an upstream data source has landed."""
+        self._report(build_source(product, source, partition, row_count, landed_at))

@@ -7,18 +7,14 @@ import atexit
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Coroutine, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from lupus_stream.client.async_client import DEFAULT_MAX_PENDING, AsyncLupusClient
 from lupus_stream.client.batching import LupusSendError
 from lupus_stream.client.records import (
-    build_label,
-    build_metric,
-    build_prediction,
-    build_source,
+    RecordReporter,
     encoded_size,
 )
 from lupus_stream.contracts.records import InputRecord
@@ -28,7 +24,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class LupusClient:
+class LupusClient(RecordReporter):
     """The blocking twin of `AsyncLupusClient`, safe to share between threads.
 
     It connects in the constructor and runs an event loop in a daemon thread. Records are
@@ -80,57 +76,6 @@ class LupusClient:
 
     def topic(self, record_type: type[InputRecord]) -> str:
         return self._client.topic(record_type)
-
-    def report_metric(
-        self,
-        product: str,
-        name: str,
-        value: float | None,
-        ts: datetime | None = None,
-        labels: Mapping[str, str] | None = None,
-    ) -> None:
-        """One point of the series `product/name`; `value=None` marks a known gap."""
-        self._report(build_metric(product, name, value, ts, labels))
-
-    def log_prediction(
-        self,
-        product: str,
-        model: str,
-        model_version: str,
-        request_id: str,
-        features: Mapping[str, float | str | bool | None] | None,
-        prediction: float | str | bool | Sequence[str],
-        ts: datetime | None = None,
-        segment: Mapping[str, str] | None = None,
-    ) -> None:
-        """One served prediction with the features it was made from."""
-        self._report(
-            build_prediction(
-                product, model, model_version, request_id, features, prediction, ts, segment
-            )
-        )
-
-    def log_label(
-        self,
-        product: str,
-        model: str,
-        request_id: str,
-        label: float | str | bool,
-        ts: datetime | None = None,
-    ) -> None:
-        """Ground truth for the prediction `request_id` of `model`."""
-        self._report(build_label(product, model, request_id, label, ts))
-
-    def report_source_landed(
-        self,
-        product: str,
-        source: str,
-        partition: str,
-        row_count: int,
-        landed_at: datetime | None = None,
-    ) -> None:
-        """A partition of an upstream data source has landed."""
-        self._report(build_source(product, source, partition, row_count, landed_at))
 
     def flush(self, timeout: float | None = None) -> None:
         """Send every buffer and block until the broker took them; raises `LupusSendError`."""
