@@ -5,10 +5,11 @@ may briefly handle the same alert and any anomaly may be processed twice. This s
 makes both harmless:
 
 * every state is stored with a version that grows by one on each write;
-* `apply` reads (state, version), runs a pure transition and writes back through a Lua
-  compare-and-set that fails if the version moved meanwhile, then retries on the fresh
-  state, so a stale writer can never overwrite newer state and a transition's events
-  are returned only by the call whose write committed;
+* `apply` reads (state, version), or starts from what this store last wrote or read of
+  the alert, runs a pure transition and writes back through a Lua compare-and-set that
+  fails if the version moved meanwhile, then retries on the fresh state, so a stale
+  writer can never overwrite newer state and a transition's events are returned only by
+  the call whose write committed;
 * the same script appends the committed transition's events to a transactional outbox
   list, so a crash between the commit and the publication cannot lose an event: publish
   with `drain_outbox` (in commit order), not from `apply`'s return value;
