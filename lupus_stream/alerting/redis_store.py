@@ -62,7 +62,7 @@ DEFAULT_MAX_ATTEMPTS: Final = 8
 DEFAULT_DRAIN_LIMIT: Final = 500
 OUTBOX_LOCK_MS: Final = 5_000  # a crashed drainer blocks the others this long
 ACTIVE_STATUSES: Final = frozenset({"pending", "firing"})
-KNOWN_ALERTS_LIMIT: Final = 100_000  # alerts whose last seen (state, version) are kept
+KNOWN_ALERTS_LIMIT: Final = 10_000  # alerts whose last (state, version) are kept: ~7 MB
 
 Deliver = Callable[[list[AlertEvent]], Awaitable[None]]
 """Publishes a batch of outbox events and returns only once the broker acknowledged all
