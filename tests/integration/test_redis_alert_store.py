@@ -779,3 +779,14 @@ def test_a_drain_takes_two_round_trips_and_an_empty_one_takes_one(
         await store.close()
 
     run(scenario())
+
+
+def test_the_remembered_alerts_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lupus_stream.alerting import redis_store
+
+    monkeypatch.setattr(redis_store, "KNOWN_ALERTS_LIMIT", 3)
+    store = RedisAlertStore.from_url("redis://127.0.0.1:1")  # never connects
+    for i in range(7):
+        store._remember(f"fp{i}", make_state(f"fp{i}", "firing"), i + 1)
+        assert len(store._known) <= 3
+    assert store._known["fp6"] == (make_state("fp6", "firing"), 7)
