@@ -7,15 +7,19 @@ a batch path of their own (`native_batch`), `update_batch` on `--batch` points a
 points per series; verdicts are then built only when read, as the engine reads them.
 River's ADWIN is timed on the same values in the same run, as the reference for a cheap
 streaming detector. The last line is `ratio=R`: the default detector's rate through the
-path the engine uses divided by ADWIN's (higher is better).
+path the engine uses divided by ADWIN's (higher is better), the median over `--pairs`
+runs of the two timed one right after the other, so that the machine slowing down or
+speeding up between the two measurements does not move it (the table's rates are the
+best of `--repeat` runs each).
 
-    python benchmarks/detector_speed.py [--points N] [--repeat K] [--batch B]
+    python benchmarks/detector_speed.py [--points N] [--repeat K] [--batch B] [--pairs P]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import time
 from collections.abc import Callable
 
@@ -51,11 +55,24 @@ def best_rate(run: Callable[[], None], points: int, repeat: int) -> float:
     return points / best
 
 
+def paired_ratio(run: Callable[[], None], reference: Callable[[], None], pairs: int) -> float:
+    """Median over `pairs` of (reference's time / run's time), each pair timed back to back."""
+    ratios = []
+    for _ in range(pairs):
+        started = time.perf_counter()
+        reference()
+        middle = time.perf_counter()
+        run()
+        ratios.append((middle - started) / (time.perf_counter() - middle))
+    return statistics.median(ratios)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=24 * 7 * 10)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--batch", type=int, default=24)
+    parser.add_argument("--pairs", type=int, default=11)
     args = parser.parse_args()
     ts, xs = hourly_weekly(args.points)
 
@@ -77,6 +94,7 @@ def main() -> None:
     )
     print(f"{'adwin':<12} {adwin_rate:>12,.0f} {1e6 / adwin_rate:>10.2f}")
     engine_rate: dict[str, float] = {}
+    engine_run: dict[str, Callable[[], None]] = {}
     for kind in series:
         params = {"upper": 1e9} if kind == "threshold" else {}
 
@@ -96,15 +114,17 @@ def main() -> None:
         size = len(detector.to_bytes())
         rate = best_rate(one, args.points, args.repeat)
         line = f"{kind:<12} {rate:>12,.0f} {1e6 / rate:>10.2f}"
-        engine_rate[kind] = rate
+        engine_rate[kind], engine_run[kind] = rate, one
         if detector.native_batch:
             engine_rate[kind] = batch_rate = best_rate(batched, args.points, args.repeat)
+            engine_run[kind] = batched
             line += f" {batch_rate:>12,.0f} {1e6 / batch_rate:>10.2f}"
         else:
             line += f" {'-':>12} {'-':>10}"
         mark = " (default)" if kind == default else ""
         print(f"{line} {size:>12,}{mark}")
-    print(f"ratio={engine_rate[default] / adwin_rate:.3f}")
+    print(f"best rates: {default} / adwin = {engine_rate[default] / adwin_rate:.3f}")
+    print(f"ratio={paired_ratio(engine_run[default], adwin, args.pairs):.3f}")
 
 
 if __name__ == "__main__":
