@@ -4,8 +4,9 @@ Product, signal, model, source, label, feature and segment names must match
 `NAME_PATTERN`. Declared as a msgspec constraint, the pattern would be tested with a
 regular expression on every string of every record: five times the cost of decoding the
 rest of a metric point. Names repeat endlessly (a few products, metrics and label keys),
-so the record types carry the pattern in their JSON Schema only, and `bad_names` checks
-the names of decoded records against a set of names already found valid.
+so the record types carry the pattern in their JSON Schema only, and `all_names_valid`
+checks the names of decoded records against a set of names already found valid
+(`bad_name` then says which field of a record breaks the rule).
 """
 
 from __future__ import annotations
