@@ -16,7 +16,7 @@ from __future__ import annotations
 from lupus_stream.alerting.fingerprint import alert_labels, fingerprint
 from lupus_stream.alerting.lifecycle import AlertState, on_anomaly, on_tick
 from lupus_stream.alerting.pipeline import MonitorLookup, policy_for
-from lupus_stream.alerting.redis_store import RedisAlertStore
+from lupus_stream.alerting.redis_store import RedisAlertStore, Transition
 from lupus_stream.contracts.records import AlertEvent, Anomaly
 from lupus_stream.monitors.spec import AlertPolicy
 
@@ -28,14 +28,19 @@ class AsyncAlertProcessor:
         self.monitor_for = monitor_for
         self.store = store
 
-    async def process(self, anomaly: Anomaly) -> list[AlertEvent]:
-        """Events caused by one anomaly; raises KeyError for an unknown monitor id."""
+    def transition_for(self, anomaly: Anomaly) -> tuple[str, Transition]:
+        """The alert an anomaly belongs to and what it does to it; KeyError for an unknown
+        monitor id."""
         monitor, receiver = self.monitor_for(anomaly.monitor)
 
         def transition(state: AlertState | None) -> tuple[AlertState | None, list[AlertEvent]]:
             return on_anomaly(state, anomaly, monitor, receiver)
 
-        return await self.store.apply(fingerprint(alert_labels(anomaly, monitor)), transition)
+        return fingerprint(alert_labels(anomaly, monitor)), transition
+
+    async def process(self, anomaly: Anomaly) -> list[AlertEvent]:
+        """Events caused by one anomaly; raises KeyError for an unknown monitor id."""
+        return await self.store.apply(*self.transition_for(anomaly))
 
     async def tick(self, now: float) -> list[AlertEvent]:
         """Resolve firing alerts whose keep-firing period ended by `now` (epoch seconds).

@@ -9,7 +9,8 @@ makes both harmless:
   the alert, runs a pure transition and writes back through a Lua compare-and-set that
   fails if the version moved meanwhile, then retries on the fresh state, so a stale
   writer can never overwrite newer state and a transition's events are returned only by
-  the call whose write committed;
+  the call whose write committed; `apply_many` does the same for a batch of alerts with
+  their reads in one round trip and their writes in another;
 * the same script appends the committed transition's events to a transactional outbox
   list, so a crash between the commit and the publication cannot lose an event: publish
   with `drain_outbox` (in commit order), not from `apply`'s return value;
@@ -40,11 +41,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from lupus_stream.alerting.lifecycle import AlertState
 from lupus_stream.contracts.records import AlertEvent
@@ -275,6 +277,60 @@ class RedisAlertStore:
             await asyncio.sleep(min(0.001 * 2**attempt, 0.05))
         raise AlertConflictError(f"alert {fp}: {self.max_attempts} write conflicts in a row")
 
+    async def apply_many(self, items: Sequence[tuple[str, Transition]]) -> list[AlertEvent]:
+        """`apply` each (fingerprint, transition) in order, in two round trips for the batch.
+
+        The transitions of one alert run in their order on one state and commit in one
+        compare-and-set (their events in order), so the outcome is that of applying
+        them one by one. The alerts this store knows nothing of are read in one pipeline
+        and the writes go in another. An alert whose write loses the race, or whose
+        transitions would change nothing on a guessed state, is handed to `apply`
+        transition by transition, so a stale guess decides nothing here either. Returns
+        the committed events, alert by alert in order of first appearance.
+        """
+        grouped: dict[str, list[Transition]] = {}
+        for fp, transition in items:
+            grouped.setdefault(fp, []).append(transition)
+        starts = {fp: known for fp in grouped if (known := self._known.pop(fp, None))}
+        unknown = [fp for fp in grouped if fp not in starts]
+        if unknown:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for fp in unknown:
+                    pipe.hmget(self.state_key(fp), ["v", "s"])
+                replies = await pipe.execute()
+            for fp, (raw_version, raw_state) in zip(unknown, replies, strict=True):
+                state = None if raw_state is None else _DECODER.decode(raw_state)
+                starts[fp] = (state, int(raw_version or 0) if state is not None else 0)
+        writes: list[tuple[str, AlertState, int, list[AlertEvent]]] = []
+        again: list[str] = []  # alerts that go through `apply`, one transition at a time
+        for fp, transitions in grouped.items():
+            old, version = starts[fp]
+            state, events = old, []
+            for transition in transitions:
+                new, more = self._checked(fp, state, transition)
+                if new is not None:
+                    state = new
+                events.extend(more)
+            if state is None or (state == old and not events):
+                if fp in unknown:  # decided on the stored state: nothing to do
+                    self._remember(fp, old, version)
+                else:
+                    again.append(fp)
+                continue
+            writes.append((fp, state, version, events))
+        committed: list[AlertEvent] = []
+        versions = await self._write_many(writes) if writes else []
+        for (fp, state, _, events), version in zip(writes, versions, strict=True):
+            if version >= 0:
+                self._remember(fp, state, version)
+                committed.extend(events)
+            else:
+                again.append(fp)
+        for fp in again:
+            for transition in grouped[fp]:
+                committed.extend(await self.apply(fp, transition))
+        return committed
+
     @staticmethod
     def _checked(
         fp: str, old: AlertState | None, transition: Transition
@@ -387,6 +443,38 @@ class RedisAlertStore:
     async def _write(
         self, state: AlertState, expected: int | None, events: Iterable[AlertEvent]
     ) -> int:
+        keys, args = self._cas_call(state, expected, events)
+        return int(await self._cas(keys=keys, args=args))
+
+    async def _write_many(
+        self, writes: Sequence[tuple[str, AlertState, int, list[AlertEvent]]]
+    ) -> list[int]:
+        """The compare-and-sets of several alerts in one pipeline: each new version, or -1
+        where it conflicted. The script is called by its digest; a call that finds it
+        missing (Redis restarted) did not run, and is sent again once it is loaded."""
+        calls = [self._cas_call(state, version, events) for _, state, version, events in writes]
+        replies: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(2):
+            if attempt:
+                self._cas.sha = await self.client.script_load(_CAS_SCRIPT)
+            async with self.client.pipeline(transaction=False) as pipe:
+                for i in todo:
+                    keys, args = calls[i]
+                    pipe.evalsha(self._cas.sha, len(keys), *keys, *args)
+                for i, reply in zip(todo, await pipe.execute(raise_on_error=False), strict=True):
+                    replies[i] = reply
+            todo = [i for i in todo if isinstance(replies[i], NoScriptError)]
+            if not todo:
+                break
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [int(r) for r in replies]
+
+    def _cas_call(
+        self, state: AlertState, expected: int | None, events: Iterable[AlertEvent]
+    ) -> tuple[list[str], list[str | bytes]]:
         args: list[str | bytes] = [
             "" if expected is None else str(expected),
             _ENCODER.encode(state),
@@ -394,11 +482,8 @@ class RedisAlertStore:
             "1" if state.status in ACTIVE_STATUSES else "0",
         ]
         args.extend(_ENCODER.encode(event) for event in events)
-        result = await self._cas(
-            keys=[self.state_key(state.fingerprint), self._active_key, self.outbox_key],
-            args=args,
-        )
-        return int(result)
+        keys = [self.state_key(state.fingerprint), self._active_key, self.outbox_key]
+        return keys, args
 
 
 def transition_id(event: AlertEvent) -> str:

@@ -790,3 +790,147 @@ def test_the_remembered_alerts_are_bounded(monkeypatch: pytest.MonkeyPatch) -> N
         store._remember(f"fp{i}", make_state(f"fp{i}", "firing"), i + 1)
         assert len(store._known) <= 3
     assert store._known["fp6"] == (make_state("fp6", "firing"), 7)
+
+
+# --- Batches -----------------------------------------------------------------------------
+
+
+def regional(anomaly: Anomaly, region: str) -> Anomaly:
+    return msgspec.structs.replace(anomaly, id=f"{anomaly.id}-{region}", series={"region": region})
+
+
+REGIONS = ("eu", "us", "ap")
+# the story of each region, interleaved: the same alert recurs within a batch of four
+INTERLEAVED = [regional(a, r) for a in STORY for r in REGIONS]
+
+
+class PipelineCounter:
+    """Counts the pipelines a store's client executes, and the commands in them."""
+
+    def __init__(self, store: RedisAlertStore) -> None:
+        self.sizes: list[int] = []
+        make = store.client.pipeline
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            pipe = make(*args, **kwargs)
+            execute = pipe.execute
+
+            async def run(*a: Any, **k: Any) -> Any:
+                self.sizes.append(len(pipe.command_stack))
+                return await execute(*a, **k)
+
+            pipe.execute = run
+            return pipe
+
+        store.client.pipeline = counted  # type: ignore[method-assign]
+
+
+def test_apply_many_ends_where_one_by_one_does(redis_url: str, prefix: str) -> None:
+    async def scenario() -> None:
+        one = RedisAlertStore.from_url(redis_url, prefix=prefix + "one:")
+        many = RedisAlertStore.from_url(redis_url, prefix=prefix + "many:")
+        seq = AsyncAlertProcessor(lookup(MONITOR), one)
+        batched = AsyncAlertProcessor(lookup(MONITOR), many)
+        expected = [ev for a in INTERLEAVED for ev in await seq.process(a)]
+        got: list[AlertEvent] = []
+        for i in range(0, len(INTERLEAVED), 4):
+            chunk = INTERLEAVED[i : i + 4]
+            got += await many.apply_many([batched.transition_for(a) for a in chunk])
+        assert statuses(expected).count("firing") == len(REGIONS)
+
+        def by_alert(events: list[AlertEvent]) -> dict[str, list[AlertEvent]]:
+            grouped: dict[str, list[AlertEvent]] = {}
+            for ev in events:
+                grouped.setdefault(ev.fingerprint, []).append(ev)
+            return grouped
+
+        assert by_alert(got) == by_alert(expected)
+        fps = sorted(by_alert(expected))
+        assert len(fps) == len(REGIONS)
+        assert [await many.get(fp) for fp in fps] == [await one.get(fp) for fp in fps]
+        assert await many.active() == await one.active()
+        assert await many.outbox_size() == await one.outbox_size() == len(expected)
+        # one write per alert and batch in which it changed, not one per anomaly
+        assert sum([await many.version(fp) for fp in fps]) < len(INTERLEAVED)
+        # a redelivered batch changes nothing
+        replay = await many.apply_many([batched.transition_for(a) for a in INTERLEAVED])
+        assert replay == []
+        assert await many.outbox_size() == len(expected)
+        for store in (one, many):
+            await store.close()
+
+    run(scenario())
+
+
+def test_apply_many_reads_in_one_round_trip_and_writes_in_one(redis_url: str, prefix: str) -> None:
+    async def scenario() -> None:
+        store = RedisAlertStore.from_url(redis_url, prefix=prefix)
+        proc = AsyncAlertProcessor(lookup(MONITOR), store)
+        counter = PipelineCounter(store)
+        commands = CommandCounter(store)
+        first = [regional(STORY[0], r) for r in REGIONS]
+        await store.apply_many([proc.transition_for(a) for a in first])  # unknown: read first
+        assert counter.sizes == [len(REGIONS), len(REGIONS)]
+        counter.sizes.clear()
+        second = [regional(STORY[1], r) for r in REGIONS]
+        await store.apply_many([proc.transition_for(a) for a in second])  # known: write only
+        assert counter.sizes == [len(REGIONS)]
+        # nothing per alert outside the two pipelines (at most loading the script once)
+        assert all(name.startswith("SCRIPT") for name in commands.names), commands.names
+        assert commands.count <= 1
+        await store.close()
+
+    run(scenario())
+
+
+def test_apply_many_never_decides_on_a_stale_guess(redis_url: str, prefix: str) -> None:
+    """As `apply`: worker A last saw the alert firing, worker B resolved it since."""
+    event = make_event(FP, 3)
+
+    def refire(state: AlertState | None) -> tuple[AlertState | None, list[AlertEvent]]:
+        if state is not None and state.status == "firing":
+            return state, []
+        return make_state(FP, "firing"), [event]
+
+    def resolve(state: AlertState | None) -> tuple[AlertState | None, list[AlertEvent]]:
+        return make_state(FP, "resolved"), []
+
+    def bump(state: AlertState | None) -> tuple[AlertState | None, list[AlertEvent]]:
+        return make_state(FP, "pending"), []
+
+    async def scenario() -> None:
+        a = RedisAlertStore.from_url(redis_url, prefix=prefix)
+        b = RedisAlertStore.from_url(redis_url, prefix=prefix)
+        assert await a.apply_many([(FP, refire)]) == [event]  # version 1
+        await b.apply(FP, resolve)  # version 2
+        # a no-op on A's guess (firing) is decided again on the stored state
+        assert await a.apply_many([(FP, refire)]) == [event]
+        assert await a.version(FP) == 3
+        # a write on a stale guess loses the compare-and-set and runs on B's state
+        await b.apply(FP, resolve)  # version 4
+        assert await a.apply_many([(FP, bump), (FP, refire)]) == [event]
+        assert await a.version(FP) == 6  # one by one after the lost race: two writes
+        state = await a.get(FP)
+        assert state is not None and state.status == "firing"
+        assert await a.outbox_size() == 3
+        for store in (a, b):
+            await store.close()
+
+    run(scenario())
+
+
+def test_apply_many_loads_the_script_when_redis_lost_it(redis_url: str, prefix: str) -> None:
+    async def scenario() -> None:
+        store = RedisAlertStore.from_url(redis_url, prefix=prefix)
+        await enqueue(store, "fp0")  # known, so the next batch is a write only
+        await store.client.script_flush()
+        event = make_event("fp0", 1)
+
+        def refire(state: AlertState | None) -> tuple[AlertState | None, list[AlertEvent]]:
+            return make_state("fp0", "pending"), [event]
+
+        assert await store.apply_many([("fp0", refire)]) == [event]
+        assert await store.version("fp0") == 2
+        await store.close()
+
+    run(scenario())
