@@ -81,7 +81,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from lupus_stream.contracts import MetricPoint, decode_message, encode_records
 from lupus_stream.contracts.records import InputRecord
-from lupus_stream.contracts.topics import METRICS_TOPIC, load_topics
+from lupus_stream.contracts.topics import ANOMALIES_TOPIC, METRICS_TOPIC, load_topics
 from lupus_stream.engine import Engine
 from lupus_stream.monitors.loader import load_catalog
 from lupus_stream.runtimes.kafka.admin import create_topics
@@ -350,14 +350,16 @@ class Progress:
     alert_seconds: float = 0.0  # same for the alert stage (Redis and Kafka waits included)
 
 
-def progress_from(samples: dict[tuple[str, str], float], input_topic: str) -> Progress:
+def progress_from(
+    samples: dict[tuple[str, str], float], input_topic: str, anomaly_topic: str
+) -> Progress:
     def get(name: str, labels: str = "") -> float:
         return samples.get((name, labels), 0.0)
 
     return Progress(
         consumed=get("lupus_records_in_total", f'topic="{input_topic}"'),
         detected=get("lupus_processing_seconds_count", 'stage="detect"'),
-        alerted=get("lupus_processing_seconds_count", 'stage="alert"'),
+        alerted=get("lupus_records_in_total", f'topic="{anomaly_topic}"'),
         deadlettered=get("lupus_deadlettered_total"),
         detect_seconds=get("lupus_processing_seconds_sum", 'stage="detect"'),
         alert_seconds=get("lupus_processing_seconds_sum", 'stage="alert"'),
@@ -430,7 +432,12 @@ def commit_check(
 
 
 async def pipeline_subprocess(
-    ns: Namespace, input_topic: str, messages: int, verdicts: int, ends: dict[TopicPartition, int]
+    ns: Namespace,
+    input_topic: str,
+    anomaly_topic: str,
+    messages: int,
+    verdicts: int,
+    ends: dict[TopicPartition, int],
 ) -> PipelineTimes:
     log_path = ns.workdir / "worker.log"
     with log_path.open("w") as log:
@@ -454,7 +461,7 @@ async def pipeline_subprocess(
 
             async def read() -> Progress:
                 text = await asyncio.to_thread(scrape, url)
-                return progress_from(parse_metrics(text), input_topic)
+                return progress_from(parse_metrics(text), input_topic, anomaly_topic)
 
             cpu: list[tuple[float, float]] = []
 
@@ -515,6 +522,7 @@ async def metrics_url(log_path: Path, alive: Callable[[], None]) -> str:
 async def pipeline_inprocess(
     ns: Namespace,
     input_topic: str,
+    anomaly_topic: str,
     messages: int,
     verdicts: int,
     ends: dict[TopicPartition, int],
@@ -536,7 +544,7 @@ async def pipeline_inprocess(
             for family in registry.collect()
             for sample in family.samples
         }
-        return progress_from(samples, input_topic)
+        return progress_from(samples, input_topic, anomaly_topic)
 
     def alive() -> None:
         if runtime.app.crashed:
@@ -646,6 +654,7 @@ async def run(args: argparse.Namespace, ns: Namespace) -> int:
     messages = batch_messages(records, args.batch)
     verdicts, anomalous = expected_verdicts(catalog, records)
     topic = settings.topic(METRICS_TOPIC)
+    anomaly_topic = settings.topic(ANOMALIES_TOPIC)
     print(
         f"setup: {len(records)} records, {len(messages)} messages, batch {args.batch} "
         f"records/message, {n_series} series ({len(PRODUCTS)} products x {len(METRICS)} "
@@ -681,10 +690,14 @@ async def run(args: argparse.Namespace, ns: Namespace) -> int:
             passes.append(await bare_pass())
 
         if args.profile is not None or args.in_process:
-            times = await pipeline_inprocess(ns, topic, len(messages), verdicts, ends, args.profile)
+            times = await pipeline_inprocess(
+                ns, topic, anomaly_topic, len(messages), verdicts, ends, args.profile
+            )
             mode = "pipeline, in-process" + (" under cProfile" if args.profile else "")
         else:
-            times = await pipeline_subprocess(ns, topic, len(messages), verdicts, ends)
+            times = await pipeline_subprocess(
+                ns, topic, anomaly_topic, len(messages), verdicts, ends
+            )
             mode = "pipeline (lupus-stream worker: decode, engine, anomalies, alert stage, Redis)"
         for _ in range(args.bare_passes - before):
             passes.append(await bare_pass())

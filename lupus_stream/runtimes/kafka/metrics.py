@@ -21,7 +21,7 @@ DEADLETTERED = Counter(
 )
 LATENCY = Histogram(
     "lupus_processing_seconds",
-    "Processing time of one message, by stage",
+    "Processing time of one input message (detect) or one batch of anomalies (alert), by stage",
     ["stage"],
     buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0),
     registry=REGISTRY,
