@@ -27,8 +27,10 @@ every record was processed.
 * pipeline: the first scrape of the worker's Prometheus metrics showing
   `lupus_records_in_total` > 0 on the input topic, to the first scrape where the detect
   stage finished every message (`lupus_processing_seconds_count{stage="detect"}`) *and*
-  the alert stage finished every anomaly verdict the engine must emit (the expected count
-  is computed beforehand by running the engine in this process on the same records).
+  the alert stage finished every anomaly verdict the engine must emit
+  (`lupus_records_in_total` on the anomalies topic, counted once a batch has committed;
+  the expected count is computed beforehand by running the engine in this process on the
+  same records).
   Scrapes run every 20 ms near either end of the window (100 ms in between, a scrape
   costs the worker about 1 ms of CPU), so either end is late by at most 20 ms. Worker
   start-up (imports, group join, partition assignment) is outside the window and is

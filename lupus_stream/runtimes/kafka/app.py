@@ -21,7 +21,7 @@ from faust.types import TP
 
 from lupus_stream.alerting.async_pipeline import AsyncAlertProcessor
 from lupus_stream.alerting.pipeline import catalog_lookup
-from lupus_stream.alerting.redis_store import RedisAlertStore, Transition
+from lupus_stream.alerting.redis_store import DEFAULT_DRAIN_LIMIT, RedisAlertStore, Transition
 from lupus_stream.contracts import AlertEvent, Anomaly, DeadLetter
 from lupus_stream.contracts.topics import (
     ALERTS_TOPIC,
@@ -242,9 +242,13 @@ class KafkaRuntime:
             _log.exception("publishing alert transitions failed; they stay in the outbox")
 
     async def _drain_outbox(self) -> None:
-        """Publish committed alert transitions; they leave the outbox once Kafka has them."""
+        """Publish committed alert transitions; they leave the outbox once Kafka has them.
+
+        Drains again only after a full batch: a shorter one emptied the outbox as it
+        was, and a transition committed since has woken the publisher again."""
         assert self.alert_store is not None
-        while await self.alert_store.drain_outbox(self._deliver, published=self._published) > 0:
+        drain, limit = self.alert_store.drain_outbox, DEFAULT_DRAIN_LIMIT
+        while await drain(self._deliver, limit, published=self._published) >= limit:
             pass
 
     async def _deliver(self, alerts: list[AlertEvent]) -> None:
