@@ -457,7 +457,7 @@ class RedisAlertStore:
         todo = list(range(len(calls)))
         for attempt in range(2):
             if attempt:
-                self._cas.sha = await self.client.script_load(_CAS_SCRIPT)
+                await self.client.script_load(_CAS_SCRIPT)
             async with self.client.pipeline(transaction=False) as pipe:
                 for i in todo:
                     keys, args = calls[i]
