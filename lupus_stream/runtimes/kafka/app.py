@@ -225,9 +225,9 @@ class KafkaRuntime:
     async def _publisher(self) -> None:
         """Publish transitions as soon as they are committed, in batches under load.
 
-        The alert agent only commits (one Redis round trip per anomaly); waiting for
-        the broker's acknowledgement of every transition there would bound the stage
-        at one anomaly per produce round trip.
+        The alert agent only commits (a round trip or two per batch of anomalies);
+        waiting there for the broker's acknowledgement of its transitions would add a
+        produce round trip to every batch.
         """
         while not self._stopping:
             await self._committed.wait()
