@@ -12,7 +12,7 @@ import operator
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
@@ -50,7 +50,10 @@ _NAME = operator.attrgetter("name")
 _LABELS = operator.attrgetter("labels")
 _ITEMS = operator.methodcaller("items")
 _TS = operator.attrgetter("ts")
+_TZINFO = operator.attrgetter("tzinfo")
 _TIMESTAMP = operator.methodcaller("timestamp")  # as `process` calls it (subclasses too)
+_PLAIN = frozenset({datetime})
+_FIXED_OFFSET = frozenset({timezone})
 _VALUE = operator.attrgetter("value")
 
 # (position of the monitor among those of the signal, the monitor, its series labels,
@@ -84,6 +87,20 @@ class EngineSnapshot(msgspec.Struct):
     watermark: float | None
     series: list[SeriesSnapshot]
     joins: dict[str, JoinSnapshot]
+
+
+def _seconds(stamps: list[datetime]) -> list[float]:
+    """`timestamp()` of each stamp, computed once per distinct instant (a batch repeats a
+    few of them) when all are plain datetimes with fixed offsets: then equal stamps are
+    one instant. With a zone that folds, or a subclass, each is converted on its own."""
+    if _PLAIN.issuperset(map(type, stamps)) and _FIXED_OFFSET.issuperset(
+        map(type, map(_TZINFO, stamps))
+    ):
+        seconds = dict.fromkeys(stamps, 0.0)
+        for stamp in seconds:
+            seconds[stamp] = stamp.timestamp()
+        return list(map(seconds.__getitem__, stamps))
+    return list(map(_TIMESTAMP, stamps))
 
 
 def _prediction_value(prediction: Any) -> Any:
@@ -242,7 +259,7 @@ class Engine:
                     strict=True,
                 )
             )
-            times = list(map(_TIMESTAMP, map(_TS, points)))
+            times = _seconds(list(map(_TS, points)))
             values = list(map(_VALUE, points))
         except Exception:  # not what the contract says a metric point is: one by one
             for i in range(n):

@@ -10,7 +10,7 @@ import math
 import random
 import textwrap
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +163,43 @@ def test_batches_equal_record_by_record(tmp_path: Path, seed: int) -> None:
             assert encoded([(0, batched.tick(now))]) == encoded([(0, single.tick(now))])
     assert anomalies > 0
     assert list(batched.series) == list(single.series)  # created in the same order
+
+
+class _Folding(tzinfo):
+    """A zone whose wall times are all ambiguous: fold 0 is UTC+2, fold 1 is UTC+1."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return timedelta(hours=1 if dt is not None and dt.fold else 2)
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        return timedelta(0)
+
+
+def test_batches_with_equal_stamps_that_are_other_instants(tmp_path: Path) -> None:
+    """Stamps of one instant in other offsets, and equal stamps that are not one instant
+    (a fold: equal wall times in one zone, an hour apart), get the times `process` gives."""
+    cat = make_catalog(tmp_path)
+    folding, plus2 = _Folding(), timezone(timedelta(hours=2))
+    records = []
+    for hour in range(60):
+        wall = datetime(2024, 5, 1) + timedelta(hours=hour)
+        stamps = [
+            wall.replace(tzinfo=UTC),
+            (wall.replace(tzinfo=UTC) + timedelta(hours=2)).replace(tzinfo=plus2),  # same instant
+            wall.replace(tzinfo=folding),
+            wall.replace(tzinfo=folding, fold=1),  # equal to the one before, an hour later
+        ]
+        for k, ts in enumerate(stamps):
+            value = 100.0 + hour % 5 + (400.0 if hour == 50 and k == 3 else 0.0)
+            labels = {"region": "eu", "host": f"h{k % 2}"}
+            records.append(
+                MetricPoint(product="shop", name="latency", ts=ts, value=value, labels=labels)
+            )
+    single, batched = Engine(cat), Engine(cat)
+    expected = one_by_one(single, records)
+    assert encoded(batched.process_each(records)) == encoded(expected)
+    assert batched.snapshot() == single.snapshot()
+    assert batched.watermark == single.watermark
 
 
 def test_random_streams_reach_every_state(tmp_path: Path) -> None:
