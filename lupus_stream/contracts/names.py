@@ -19,12 +19,17 @@ from typing import Any
 
 import msgspec
 
-NAME_PATTERN = r"^[A-Za-z_][\w.:-]*$"
+# ASCII spelled out: JSON Schema's regular expressions read `\w` as ASCII, Python's as
+# any Unicode letter, and both must give the same verdict
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.:-]*$"
+# the same rule for a Python search (msgspec's `pattern`): `$` alone would accept a name
+# followed by a newline
+NAME_PATTERN_WHOLE = NAME_PATTERN.removesuffix("$") + r"\Z"
 # worded as msgspec words its own constraint errors
 NAME_RULE = f"Expected `str` matching regex {NAME_PATTERN!r}"
 KNOWN_NAMES_LIMIT = 100_000  # distinct valid names remembered before starting over
 
-_matches = re.compile(NAME_PATTERN).search
+_matches = re.compile(NAME_PATTERN_WHOLE).search
 _valid: set[str] = set()
 _NONE: frozenset[str] = frozenset()
 

@@ -12,10 +12,11 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
+from lupus_stream.contracts.names import NAME_PATTERN_WHOLE
 from lupus_stream.detection.registry import default_kind
 from lupus_stream.durations import parse_duration
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z_][\w.:-]*$")]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NAME_PATTERN_WHOLE)]
 Duration = Annotated[str, msgspec.Meta(max_length=32)]
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from lupus_stream.contracts import names
+from lupus_stream.contracts import decode_message, names
 from lupus_stream.contracts.records import INPUT_TYPES, Label, MetricPoint
 
 TS = datetime(2024, 5, 1, tzinfo=UTC)
@@ -24,15 +24,37 @@ def test_every_name_field_of_the_input_types_is_found() -> None:
     }
 
 
-@pytest.mark.parametrize(
-    "name", ["orders", "_x", "p95.latency_ms", "ns:metric-1", "é", "a\n", "1st", "a b", "-", ""]
-)
-def test_verdict_is_the_patterns_before_and_after_the_name_is_known(name: str) -> None:
-    expected = re.search(names.NAME_PATTERN, name) is not None
+NAMES = [
+    ("orders", True),
+    ("_x", True),
+    ("p95.latency_ms", True),
+    ("ns:metric-1", True),
+    ("A9", True),
+    ("é", False),
+    ("aé", False),  # ASCII only, as JSON Schema's `\w` reads it
+    ("a\n", False),  # `$` alone lets a final newline through
+    ("a\t", False),
+    ("1st", False),
+    ("a b", False),
+    ("-", False),
+    ("", False),
+]
+
+
+@pytest.mark.parametrize(("name", "expected"), NAMES)
+def test_verdict_before_and_after_the_name_is_known(name: str, expected: bool) -> None:
     record = MetricPoint(product="shop", name=name, ts=TS, value=1.0)
     for _ in range(2):  # the second time, a valid name comes from the set of known ones
         assert names.all_names_valid([record]) is expected
         assert (names.bad_name(record) is None) is expected
+
+
+@pytest.mark.parametrize(("name", "expected"), NAMES)
+def test_json_schema_and_monitor_names_give_the_same_verdicts(name: str, expected: bool) -> None:
+    """The pattern of the topics' JSON Schema, read as ECMA-262 reads it (`$` at the very
+    end only), and the monitor files' name rule agree with the decoder."""
+    assert (re.fullmatch(names.NAME_PATTERN, name) is not None) is expected
+    assert (re.search(names.NAME_PATTERN_WHOLE, name) is not None) is expected
 
 
 def test_a_bad_name_is_found_among_many_good_ones_of_mixed_types() -> None:
@@ -51,3 +73,14 @@ def test_the_set_of_known_names_starts_over_at_its_limit(monkeypatch: pytest.Mon
     assert names.all_names_valid(records)
     assert len(names._valid) <= 3
     assert names.bad_name(MetricPoint(product="shop", name="no good", ts=TS, value=1.0)) == "name"
+
+
+def test_a_name_with_a_final_newline_is_a_dead_letter_with_its_field() -> None:
+    good = (
+        b'{"type":"metric","product":"shop","name":"orders","ts":"2024-05-01T00:00:00Z","value":1}'
+    )
+    bad = good.replace(b'"orders"', b'"orders\\n"')
+    decoded = decode_message(b"[" + good + b"," + bad + b"]")
+    assert len(decoded.records) == 1
+    [error] = decoded.errors
+    assert (error.index, error.field, error.rule) == (1, "name", names.NAME_RULE)
