@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import pandas as pd
 import pytest
 
 from lupus_stream.client import (
@@ -307,21 +308,25 @@ def test_async_client_routes_batches_and_keys_records(producers: list[FakeProduc
 
 
 def test_async_client_sends_after_linger_without_flush(producers: list[FakeProducer]) -> None:
+    async def sent(count: int) -> None:
+        for _ in range(500):  # up to 5 s: the linger is 0.5 s
+            if len(producers[0].sent) >= count:
+                break
+            await asyncio.sleep(0.01)
+        assert len(producers[0].sent) == count
+
     async def main() -> None:
-        async with AsyncLupusClient(SETTINGS, linger=0.05) as lupus:
+        async with AsyncLupusClient(SETTINGS, linger=0.5) as lupus:
             lupus.report_metric("shop", "orders", 1.0)
             lupus.report_metric("shop", "orders", 2.0)
             await asyncio.sleep(0.01)
-            assert producers[0].sent == []
-            for _ in range(100):
-                await asyncio.sleep(0.01)
-                if producers[0].sent:
-                    break
-            assert len(producers[0].sent) == 1
+            assert producers[0].sent == []  # lingering
+            await sent(1)
             assert lupus.pending == 0
             lupus.report_metric("shop", "orders", 3.0)  # a second linger round
-            await asyncio.sleep(0.3)
-            assert len(producers[0].sent) == 2
+            await asyncio.sleep(0.01)
+            assert len(producers[0].sent) == 1
+            await sent(2)
 
     run(main())
 
@@ -375,8 +380,6 @@ def test_async_client_refuses_records_beyond_max_pending(producers: list[FakePro
 
 
 def test_numpy_and_pandas_values_are_accepted(producers: list[FakeProducer]) -> None:
-    pd = pytest.importorskip("pandas")
-
     async def main() -> None:
         async with AsyncLupusClient(SETTINGS) as lupus:
             lupus.report_metric("shop", "orders", np.float64(1.5), ts=pd.Timestamp(T0))

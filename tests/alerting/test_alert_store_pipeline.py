@@ -12,7 +12,6 @@ import pytest
 from lupus_stream.alerting import (
     AlertProcessor,
     AlertState,
-    AlertStore,
     SqliteAlertStore,
     catalog_lookup,
 )
@@ -82,11 +81,6 @@ def test_sqlite_transaction_batches_and_rolls_back(tmp_path: Path) -> None:
         store.put(make_state("c", "firing"))
         raise RuntimeError("boom")
     assert store.get("c") is None
-    store.close()
-
-
-def test_sqlite_store_satisfies_protocol(tmp_path: Path) -> None:
-    store: AlertStore = SqliteAlertStore(tmp_path / "alerts.db")
     store.close()
 
 

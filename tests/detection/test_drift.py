@@ -104,7 +104,9 @@ def test_missing_rate_increase_fires() -> None:
 def test_stable_missing_rate_is_quiet() -> None:
     rng = np.random.default_rng(6)
     xs = [None if rng.random() < 0.1 else x for x in normal(3000, 1)]
-    for v in windows(DriftDetector(), xs):
+    verdicts = windows(DriftDetector(), xs)
+    assert len(verdicts) == 2  # the two windows after the reference
+    for v in verdicts:
         assert not v.anomalous and v.kind == "data_drift"
 
 

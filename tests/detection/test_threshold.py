@@ -43,7 +43,8 @@ def test_bounds_are_inclusive_and_one_sided() -> None:
 def test_no_bounds_never_fires() -> None:
     d = ThresholdDetector()
     values = np.random.default_rng(1).normal(0, 1e6, 100).tolist()
-    assert not any(v is not None and v.anomalous for v in d.update_many(range(100), values))
+    verdicts = d.update_many(range(100), values)
+    assert all(v is not None and not v.anomalous for v in verdicts)
 
 
 def test_missing_gives_no_verdict() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import urllib.request
@@ -116,17 +115,6 @@ def test_malformed_messages_go_to_the_deadletter_topic_with_reasons(ns: Namespac
     assert any("unknown product" in r and "record 0" in r for r in reasons)
     assert any("UTF-8" in r for r in reasons)
     assert all(d["source"].startswith(ns.topic("lupus.metrics")) for d in dead)
-
-
-def test_shared_services_are_reachable() -> None:
-    async def ping() -> bool:
-        client = aioredis.from_url(Namespace(workdir=Path(".")).redis_url)
-        try:
-            return bool(await client.ping())
-        finally:
-            await client.aclose()
-
-    assert asyncio.run(ping())
 
 
 def test_run_with_a_broker_publishes_inputs_then_works_as_a_kafka_worker(ns: Namespace) -> None:
