@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import uuid
 from collections.abc import Coroutine, Iterator
@@ -23,23 +22,16 @@ from lupus_stream.alerting.redis_store import AlertConflictError, RedisAlertStor
 from lupus_stream.alerting.sqlite_store import SqliteAlertStore
 from lupus_stream.contracts.records import AlertEvent, Anomaly
 from lupus_stream.monitors.spec import Monitor
+from tests.integration.kafka_harness import service
 
 T = TypeVar("T")
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 HOUR = 3600.0
-MISSING_URL = "LUPUS_TEST_REDIS_URL not set: run the tests with scripts/test-services (make test)"
-
-
-def redis_url_from_env() -> str:
-    url = os.environ.get("LUPUS_TEST_REDIS_URL")
-    if not url:
-        raise RuntimeError(MISSING_URL)
-    return url
 
 
 @pytest.fixture
 def redis_url() -> str:
-    return redis_url_from_env()
+    return service("LUPUS_TEST_REDIS_URL")
 
 
 @pytest.fixture
@@ -114,10 +106,14 @@ def statuses(events: list[AlertEvent]) -> list[str]:
     return [e.status for e in events]
 
 
-def test_missing_url_fails_instead_of_skipping(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("LUPUS_TEST_REDIS_URL", raising=False)
-    with pytest.raises(RuntimeError, match="LUPUS_TEST_REDIS_URL not set"):
-        redis_url_from_env()
+@pytest.mark.parametrize("name", ["LUPUS_TEST_REDIS_URL", "LUPUS_TEST_KAFKA"])
+def test_a_missing_service_fails_instead_of_skipping(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Every integration test reads its services through `service`."""
+    monkeypatch.delenv(name, raising=False)
+    with pytest.raises(RuntimeError, match=f"{name} not set: run the tests with"):
+        service(name)
 
 
 def test_fire_resolve_round_trip_matches_sqlite_and_replays_are_noops(

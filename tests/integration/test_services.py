@@ -10,7 +10,6 @@ and an idempotent producer.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import Awaitable
 from typing import TypeVar
@@ -20,30 +19,22 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from tests.integration.kafka_harness import service
+
 T = TypeVar("T")
 
 STEP_TIMEOUT = 30.0  # seconds for any single await against the broker
 CONSUME_TIMEOUT = 60.0  # seconds to read a topic back, group join included
 
 
-def _required_env(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        raise RuntimeError(
-            f"{name} is not set: these integration tests need a real Redis and Kafka; "
-            "run the tests with scripts/test-services (make test)"
-        )
-    return value
-
-
 @pytest.fixture(scope="module")
 def redis_url() -> str:
-    return _required_env("LUPUS_TEST_REDIS_URL")
+    return service("LUPUS_TEST_REDIS_URL")
 
 
 @pytest.fixture(scope="module")
 def kafka_bootstrap() -> str:
-    return _required_env("LUPUS_TEST_KAFKA")
+    return service("LUPUS_TEST_KAFKA")
 
 
 async def step(aw: Awaitable[T], timeout: float = STEP_TIMEOUT) -> T:
