@@ -11,6 +11,7 @@ import operator
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -25,6 +26,11 @@ _AT_PATH = re.compile(r"^(?P<rule>.*?)(?: - at (?P<key>`key` in )?`(?P<path>[^`]
 _NAMED_FIELD = re.compile(r"(?:missing required|contains unknown) field `([^`]+)`")
 _TOO_DEEP = "JSON nested too deeply"
 _PRODUCT = operator.attrgetter("product")
+# event times outside these bounds are mistakes (and beyond year 9999 once in UTC, where
+# datetimes end)
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+TIME_RULE = "Expected a time from 1900-01-01 to before 2200-01-01 UTC"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +109,8 @@ def decode_message(
     except (msgspec.DecodeError, UnicodeDecodeError, ValueError, RecursionError):
         return _decode_each(data, accept, known_products)
     records = value if isinstance(value, list) else [value]
-    if not all_names_valid(records):  # which record, which field: one by one
-        return _decode_each(data, accept, known_products)
+    if not all_names_valid(records) or not _times_in_range(records):
+        return _decode_each(data, accept, known_products)  # which record, which field
     if known_products is None or all(map(known_products.__contains__, set(map(_PRODUCT, records)))):
         return Decoded(records=records)
     out = Decoded()
@@ -116,6 +122,16 @@ def decode_message(
             raw = msgspec.json.encode(record)
             out.errors.append(_unknown_product(record.product, index, raw))
     return out
+
+
+def _times_in_range(records: list[InputRecord]) -> bool:
+    kinds: set[type[InputBase]] = set(map(type, records))
+    for cls in kinds:
+        of_cls = records if len(kinds) == 1 else [r for r in records if type(r) is cls]
+        times = list(map(operator.attrgetter(cls.time_field), of_cls))
+        if times and not (min(times) >= EARLIEST and max(times) < LATEST):
+            return False
+    return True
 
 
 def _unknown_product(product: str, index: int | None, raw: bytes) -> RecordError:
@@ -163,6 +179,8 @@ def _decode_one(
     field_path = bad_name(record)
     if field_path is not None:
         return Decoded(errors=[RecordError(NAME_RULE, index, field_path, raw)])
+    if not EARLIEST <= getattr(record, record.time_field) < LATEST:
+        return Decoded(errors=[RecordError(TIME_RULE, index, record.time_field, raw)])
     if known_products is not None and record.product not in known_products:
         return Decoded(errors=[_unknown_product(record.product, index, raw)])
     return Decoded(records=[record])

@@ -7,7 +7,7 @@ can mix them; on Kafka each input topic accepts exactly one type.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
@@ -21,14 +21,20 @@ Name = Annotated[
 ]
 Text = Annotated[str, msgspec.Meta(max_length=1024)]
 Labels = dict[Name, Text]
-FeatureValue = float | str | bool | None
-Prediction = float | str | bool | list[Text]
+# Input numbers stay far from the float limits, so that the detectors' sums of squares
+# cannot overflow to infinity and scores cannot become NaN.
+MAX_MAGNITUDE = 1e100
+Number = Annotated[float, msgspec.Meta(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)]
+FeatureValue = Number | str | bool | None
+Prediction = Number | str | bool | list[Text]
 
 
 class InputBase(
     msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"
 ):
     """Common shape of the records producers publish."""
+
+    time_field: ClassVar[str] = "ts"  # the field `event_time` reads
 
     product: Name
 
@@ -38,7 +44,7 @@ class MetricPoint(InputBase, tag="metric", frozen=True, kw_only=True):
 
     name: Name
     ts: Timestamp
-    value: float | None
+    value: Number | None
     labels: Labels = {}
 
     @property
@@ -68,7 +74,7 @@ class Label(InputBase, tag="label", frozen=True, kw_only=True):
     model: Name
     request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
     ts: Timestamp
-    label: float | str | bool
+    label: Number | str | bool
 
     @property
     def event_time(self) -> datetime:
@@ -77,6 +83,8 @@ class Label(InputBase, tag="label", frozen=True, kw_only=True):
 
 class SourceLanded(InputBase, tag="source", frozen=True, kw_only=True):
     """A partition of an upstream data source has landed."""
+
+    time_field: ClassVar[str] = "landed_at"
 
     source: Name
     partition: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]

@@ -182,6 +182,22 @@ CASES = [
         id="row-count-1e400",
     ),
     pytest.param(
+        Case(js(metric(value=1.7e308)), 0, [Err(None, "value", "<= 1e+100")]),
+        id="value-near-the-float-limit",
+    ),
+    pytest.param(
+        Case(js([GOOD, metric(value=-2e100)]), 1, [Err(1, "value", ">= -1e+100")]),
+        id="value-beyond-1e100-in-a-batch",
+    ),
+    pytest.param(
+        Case(js(prediction(features={"f": 1e200})), 0, [Err(None, "features[...]", "1e+100")]),
+        id="feature-beyond-1e100",
+    ),
+    pytest.param(
+        Case(js(label(label=-1e101)), 0, [Err(None, "label", "1e+100")]),
+        id="label-beyond-1e100",
+    ),
+    pytest.param(
         Case(with_literal(metric(value="@"), b"NaN"), 0, [Err(None, None, "malformed")]),
         id="nan-literal",
     ),
@@ -193,6 +209,26 @@ CASES = [
     pytest.param(
         Case(js(metric(ts="2024-05-01T12:00:00")), 0, [Err(None, "ts", "timezone")]),
         id="ts-without-zone",
+    ),
+    pytest.param(
+        Case(js([GOOD, metric(ts="9999-12-31T23:59:59-05:00")]), 1, [Err(1, "ts", "2200")]),
+        id="ts-beyond-year-9999-in-utc",
+    ),
+    pytest.param(
+        Case(js(metric(ts="0001-01-01T00:00:00+01:00")), 0, [Err(None, "ts", "1900")]),
+        id="ts-before-year-1-in-utc",
+    ),
+    pytest.param(
+        Case(js([metric(ts="2200-01-01T00:00:00Z"), GOOD]), 1, [Err(0, "ts", "2200")]),
+        id="ts-at-the-upper-bound",
+    ),
+    pytest.param(
+        Case(js([metric(ts="1900-01-01T00:00:00Z"), metric(value=1e100)]), 2, []),
+        id="ts-and-value-at-the-bounds-that-are-accepted",
+    ),
+    pytest.param(
+        Case(js(source(landed_at="1899-12-31T23:59:59Z")), 0, [Err(None, "landed_at", "1900")]),
+        id="landed-at-before-1900",
     ),
     pytest.param(
         Case(js(source(landed_at="2024-05-01 06:00")), 0, [Err(None, "landed_at", "RFC3339")]),
