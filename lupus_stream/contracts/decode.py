@@ -53,6 +53,13 @@ class RecordError:
 class Decoded:
     records: list[InputRecord] = field(default_factory=list)
     errors: list[RecordError] = field(default_factory=list)
+    # where each record stood in a batch message, when some were rejected (empty: the
+    # records are the whole message, in order)
+    positions: list[int] = field(default_factory=list)
+
+    def position(self, k: int) -> int:
+        """Index in the message's batch of the k-th record decoded."""
+        return self.positions[k] if self.positions else k
 
 
 @cache
@@ -117,6 +124,7 @@ def decode_message(
     for i, record in enumerate(records):
         if record.product in known_products:
             out.records.append(record)
+            out.positions.append(i)
         else:
             index = i if isinstance(value, list) else None
             raw = msgspec.json.encode(record)
@@ -160,6 +168,7 @@ def _decode_each(
     for i, item in enumerate(items):
         one = _decode_one(bytes(item), i, accept, known_products)
         out.records.extend(one.records)
+        out.positions.extend([i] * len(one.records))
         out.errors.extend(one.errors)
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,10 @@ def anomaly_id(key: str, t: float, state: str, kind: str) -> str:
     """Deterministic, so a replay after a restart produces the same ids."""
     digest = hashlib.sha256(f"{key}|{t:.6f}|{state}|{kind}".encode()).hexdigest()
     return digest[:20]
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is None or math.isfinite(x) else None
 
 
 def to_datetime(t: float) -> datetime:
@@ -72,7 +77,14 @@ class Series:
         return None
 
     def anomaly(self, t: float, state: str, verdict: Verdict) -> Anomaly:
+        """The anomaly record of a verdict. Numbers JSON cannot carry (infinities, NaN,
+        from a detector's arithmetic gone wrong) are left out, and a score that is not a
+        number becomes the verdict's flag, so that no reader of the record fails on it."""
         changepoint = verdict.changepoint_at
+        score, detail = verdict.score, verdict.detail
+        if not math.isfinite(score):
+            score = 1.0 if verdict.anomalous else 0.0
+            detail = f"{detail} (the detector's score was {verdict.score})".lstrip()
         return Anomaly(
             id=anomaly_id(self.key, t, state, verdict.kind),
             product=self.monitor.product,
@@ -82,13 +94,13 @@ class Series:
             state=state,  # type: ignore[arg-type]
             kind=verdict.kind,
             detector=self.detector.kind,
-            score=verdict.score,
-            value=verdict.value,
-            expected=verdict.expected,
-            lower=verdict.lower,
-            upper=verdict.upper,
+            score=score,
+            value=_finite(verdict.value),
+            expected=_finite(verdict.expected),
+            lower=_finite(verdict.lower),
+            upper=_finite(verdict.upper),
             changepoint_at=None if changepoint is None else to_datetime(changepoint),
-            detail=verdict.detail,
+            detail=detail,
         )
 
     def snapshot(self) -> SeriesSnapshot:

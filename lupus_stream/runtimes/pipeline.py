@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
+
 from lupus_stream.alerting.pipeline import AlertProcessor, catalog_lookup
 from lupus_stream.alerting.sqlite_store import SqliteAlertStore
 from lupus_stream.contracts import AlertEvent, Anomaly, DeadLetter, decode_message
@@ -73,14 +75,15 @@ class Pipeline:
             self.deadletter(
                 source, error.describe(), error.raw or data, error.index, error.field, error.rule
             )
+        single = len(decoded.records) == 1 and not decoded.errors
         with self.alerts.transaction():
-            for record in decoded.records:
+            for k, record in enumerate(decoded.records):
                 outcome = self.engine.process(record)
                 self.counts.records += 1
-                if outcome.errors:
-                    raw = data if len(decoded.records) == 1 else b""
+                if outcome.errors:  # kept: the record (its place in a batch) and why
+                    raw, index = (data, None) if single else (_json(record), decoded.position(k))
                     for reason in outcome.errors:
-                        self.deadletter(source, reason, raw, None, None, "detector failure")
+                        self.deadletter(source, reason, raw, index, None, "detector failure")
                 self._emit(outcome)
             watermark = self.engine.watermark
             if watermark is not None and (
@@ -98,7 +101,11 @@ class Pipeline:
 
     def _tick(self, now: float) -> None:
         self._last_tick = now
-        self._emit(self.engine.tick(now))
+        outcome = self.engine.tick(now)
+        for reason in outcome.errors:  # an absence or freshness check that failed
+            at = datetime.fromtimestamp(now, UTC).isoformat()
+            self.deadletter(f"tick at {at}", reason, b"", None, None, "detector failure")
+        self._emit(outcome)
         for event in self.processor.tick(now):
             self._alert(event)
 
@@ -163,6 +170,9 @@ class Pipeline:
             sink.close()
         self.alerts.close()
         self.checkpoints.close()
+
+
+_json = msgspec.json.Encoder().encode
 
 
 def _copy(c: Counts) -> Counts:

@@ -10,7 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 
+from lupus_stream.contracts import MetricPoint
+from lupus_stream.detection.base import Verdict
+from lupus_stream.detection.freshness import FreshnessDetector
+from lupus_stream.detection.threshold import ThresholdDetector
 from lupus_stream.engine import Engine
 from lupus_stream.monitors import Catalog, load_catalog
 from lupus_stream.runtimes.kafka.detect import DetectStage, InputMessage, PartitionSnapshot
@@ -131,3 +136,78 @@ def test_restored_stage_skips_what_the_snapshot_covers(tmp_path: Path) -> None:
     skipped, anomalies = asyncio.run(scenario())
     assert skipped == 1
     assert len(anomalies) == 1  # only the new message's point
+
+
+class Recorded:
+    """Everything the stage sends, at once."""
+
+    def __init__(self) -> None:
+        self.anomalies: list[bytes] = []
+        self.deadletters: list[tuple[bytes | None, dict[str, Any]]] = []
+
+    async def anomaly(self, key: str, value: bytes) -> None:
+        self.anomalies.append(value)
+
+    async def deadletter(self, key: bytes | None, value: bytes) -> None:
+        self.deadletters.append((key, json.loads(value)))
+
+    async def flush(self) -> None:
+        return None
+
+
+def test_a_record_whose_detector_fails_is_kept_with_its_place_in_the_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = ThresholdDetector.update
+
+    def fail_on_13(self: ThresholdDetector, t: float, x: Any) -> Verdict | None:
+        if x == 13.0:
+            raise RuntimeError("cannot judge 13")
+        return original(self, t, x)
+
+    monkeypatch.setattr(ThresholdDetector, "update", fail_on_13)
+    records = [json.loads(message(0, [h], v).value)[0] for h, v in ((0, 5.0), (1, 7.0))]
+    records.insert(1, {**records[0], "value": "bad"})
+    records.append({**records[0], "ts": "2026-03-02T02:00:00Z", "value": 13.0})
+    data = json.dumps(records).encode()
+
+    async def scenario() -> Recorded:
+        output = Recorded()
+        stage = DetectStage(catalog(tmp_path), Snapshots(), output, {TOPIC: "metric"}, print)
+        await stage.handle(InputMessage(TOPIC, 0, 7, b"shop/orders", data), "h")
+        return output
+
+    output = asyncio.run(scenario())
+    (_, rejected), (key, failed) = output.deadletters
+    assert (rejected["record_index"], rejected["field"]) == (1, "value")
+    assert key == TOPIC.encode() and failed["source"] == f"{TOPIC}[0]@7"
+    assert failed["record_index"] == 3 and "cannot judge 13" in failed["reason"]
+    kept = msgspec.json.decode(msgspec.convert(failed["raw"], bytes), type=MetricPoint)
+    assert kept.value == 13.0 and kept.ts.hour == 2
+
+
+def test_a_check_that_fails_at_a_tick_is_a_dead_letter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "src.yaml").write_text(
+        "product: data\nowner: team\nreceiver: oncall\nmonitors:\n"
+        "  - name: clicks_landed\n"
+        '    signal: {kind: source, source: clicks, expected_by: "06:00"}\n'
+    )
+
+    def broken(self: FreshnessDetector, now: float) -> Verdict | None:
+        raise ValueError("no clock today")
+
+    monkeypatch.setattr(FreshnessDetector, "check", broken)
+
+    async def scenario() -> Recorded:
+        output = Recorded()
+        stage = DetectStage(catalog(tmp_path), Snapshots(), output, {TOPIC: "metric"}, print)
+        await stage.partition(2)
+        await stage.tick(1_772_438_400.0)  # 2026-03-02T08:00:00Z
+        return output
+
+    [(key, failed)] = asyncio.run(scenario()).deadletters
+    assert key == b"tick"
+    assert failed["source"] == "tick of partition 2 at 2026-03-02T08:00:00+00:00"
+    assert "clicks_landed" in failed["reason"] and "no clock today" in failed["reason"]

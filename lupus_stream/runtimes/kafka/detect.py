@@ -160,9 +160,13 @@ class DetectStage:
         # the whole message at once (grouped by series), with the outcomes of
         # `process` record by record, in their order
         self.counts.records += len(decoded.records)
-        for _, outcome in state.engine.process_each(decoded.records):
-            for reason in outcome.errors:
-                await self._deadletter(message, reason)
+        single = len(decoded.records) == 1 and not decoded.errors
+        for k, outcome in state.engine.process_each(decoded.records):
+            if outcome.errors:  # kept: the record (its place in a batch) and why
+                raw = b"" if single else _encoder.encode(decoded.records[k])
+                index = None if single else decoded.position(k)
+                for reason in outcome.errors:
+                    await self._deadletter(message, reason, raw, index)
             await self.emit(outcome)
 
     async def emit(self, outcome: Outcome) -> None:
@@ -182,17 +186,31 @@ class DetectStage:
         index: int | None = None,
         field_path: str | None = None,
     ) -> None:
+        source = f"{message.topic}[{message.partition}]@{message.offset}"
+        await self._keep(
+            message.topic.encode(), source, reason, raw or message.value, index, field_path
+        )
+
+    async def _keep(
+        self,
+        key: bytes,
+        source: str,
+        reason: str,
+        raw: bytes,
+        index: int | None = None,
+        field_path: str | None = None,
+    ) -> None:
         entry = DeadLetter(
-            source=f"{message.topic}[{message.partition}]@{message.offset}",
+            source=source,
             reason=reason,
             received_at=datetime.now(UTC),
-            raw=raw or message.value,
+            raw=raw,
             record_index=index,
             field=field_path,
             rule=reason.rpartition(": ")[2],
         )
         self.counts.deadlettered += 1
-        await self.output.deadletter(message.topic.encode(), _encoder.encode(entry))
+        await self.output.deadletter(key, _encoder.encode(entry))
 
     async def snapshot(self, number: int) -> None:
         """Flush outputs, store the partition's state, then acknowledge what it covers."""
@@ -234,5 +252,9 @@ class DetectStage:
     async def tick(self, now: float) -> None:
         """Absence and freshness checks on the owned partitions (wall clock)."""
         async with self._lock:
-            for state in list(self.partitions.values()):
-                await self.emit(state.engine.tick(now))
+            for number, state in list(self.partitions.items()):
+                outcome = state.engine.tick(now)
+                for reason in outcome.errors:  # an absence or freshness check that failed
+                    at = datetime.fromtimestamp(now, UTC).isoformat()
+                    await self._keep(b"tick", f"tick of partition {number} at {at}", reason, b"")
+                await self.emit(outcome)
