@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,9 +17,19 @@ from lupus_stream.monitors import Monitor
 
 
 def series_key(monitor_id: str, labels: dict[str, str]) -> str:
+    """`monitor{k=v,...}`, keys sorted. A value holding `,={}"\\` is written as a JSON
+    string, so that no two label sets share a key (`{a: "x,b=y"}` and `{a: x, b: y}`);
+    plain values are written as they are."""
     if not labels:
         return monitor_id
-    return monitor_id + "{" + ",".join(f"{k}={labels[k]}" for k in sorted(labels)) + "}"
+    return monitor_id + "{" + ",".join(f"{k}={_value(labels[k])}" for k in sorted(labels)) + "}"
+
+
+def _value(v: str) -> str:
+    return json.dumps(v, ensure_ascii=False) if _QUOTED.search(v) else v
+
+
+_QUOTED = re.compile(r'[,={}"\\]')
 
 
 def anomaly_id(key: str, t: float, state: str, kind: str) -> str:

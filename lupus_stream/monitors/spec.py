@@ -7,7 +7,6 @@ catalog is loaded (see `loader.py`), so a typo fails at start, not at the first 
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
@@ -15,6 +14,7 @@ import msgspec
 from lupus_stream.contracts.names import NAME_PATTERN_WHOLE
 from lupus_stream.detection.registry import default_kind
 from lupus_stream.durations import parse_duration
+from lupus_stream.monitors.matchers import compile_regex
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NAME_PATTERN_WHOLE)]
 Duration = Annotated[str, msgspec.Meta(max_length=32)]
@@ -45,7 +45,7 @@ class MetricSignal(_Signal, tag="metric", frozen=True, kw_only=True):
     """A scalar metric, with Prometheus-style label matchers; one series per label set."""
 
     name: Name
-    labels: dict[str, str] = {}
+    labels: dict[Name, str] = {}  # matchers by label name (names as records carry them)
     absent_after: Duration | None = None
 
     def __post_init__(self) -> None:
@@ -54,10 +54,10 @@ class MetricSignal(_Signal, tag="metric", frozen=True, kw_only=True):
         for name, value in self.labels.items():
             if value.startswith(("=~", "!~")):
                 try:
-                    re.compile(value[2:])
-                except re.error as exc:
+                    compile_regex(value[2:])
+                except ValueError as exc:
                     raise FieldError(
-                        f"labels.{name}", f"invalid regex {value[2:]!r}: {exc}"
+                        f"labels.{name}", f"invalid regex {value[2:]!r} (RE2 syntax): {exc}"
                     ) from None
 
 

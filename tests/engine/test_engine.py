@@ -183,6 +183,27 @@ SPIKE = """
 """
 
 
+def test_label_sets_that_read_alike_are_different_series(tmp_path: Path) -> None:
+    engine = Engine(catalog(tmp_path, "- name: any\n  signal: {kind: metric, name: latency}\n"))
+    run(
+        engine,
+        [
+            metric(0, 1.0, a="x,b=y"),
+            metric(0, 1.0, a="x", b="y"),
+            metric(0, 1.0, a='q"'),
+            metric(0, 1.0, a="q", b='"'),
+            metric(0, 1.0, a="eu-west-1"),
+        ],
+    )
+    assert list(engine.series) == [
+        'shop/any{a="x,b=y"}',
+        "shop/any{a=x,b=y}",
+        'shop/any{a="q\\""}',
+        'shop/any{a=q,b="\\""}',
+        "shop/any{a=eu-west-1}",  # plain values as they are: keys from before stay the same
+    ]
+
+
 def spike_records() -> list[MetricPoint]:
     values = normal_series(seed=7, n=30)
     values[24] = 160.0  # a spike, then normal points again

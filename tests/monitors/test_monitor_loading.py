@@ -306,6 +306,27 @@ INVALID = [
         "invalid regex '[a-'",
     ),
     (
+        "label-regex-with-a-backreference",
+        "- name: m\n  signal: {kind: metric, name: x, labels: {region: '=~(eu)\\1'}}\n",
+        "m",
+        "signal.labels.region",
+        "(RE2 syntax): invalid escape sequence",
+    ),
+    (
+        "label-regex-with-lookahead",
+        "- name: m\n  signal: {kind: metric, name: x, labels: {region: '!~(?=eu)'}}\n",
+        "m",
+        "signal.labels.region",
+        "(RE2 syntax): invalid perl operator",
+    ),
+    (
+        "label-matcher-on-a-name-no-record-carries",
+        "- name: m\n  signal: {kind: metric, name: x, labels: {'a b': eu}}\n",
+        "m",
+        "signal.labels",
+        "invalid key: Expected `str` matching regex",
+    ),
+    (
         "bad-severity",
         "- name: m\n  signal: {kind: metric, name: x}\n  alert: {severity: pager}\n",
         "m",
@@ -481,6 +502,14 @@ def test_label_matcher(spec: str, value: str | None, expected: bool) -> None:
 @pytest.mark.parametrize(("positive", "negative"), [("eu", "!=eu"), ("=~e.*", "!~e.*")])
 def test_negated_matchers_are_complements(positive: str, negative: str, value: str | None) -> None:
     assert compile_matcher(positive)(value) is not compile_matcher(negative)(value)
+
+
+def test_a_backtracking_pattern_matches_in_linear_time() -> None:
+    """`(a|aa)+` against 60 `a` and a `b`: Python's `re` would backtrack for days."""
+    value = "a" * 60 + "b"
+    assert compile_matcher("=~(a|aa)+")(value) is False
+    assert compile_matcher("!~(a|aa)+")(value) is True
+    assert compile_matcher("=~(a|aa)+")("a" * 60) is True
 
 
 def test_label_matchers_all_must_hold() -> None:
