@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 import yaml
 
+from lupus_stream import strict_yaml
+
 
 class KafkaSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     bootstrap_servers: str | None = None
@@ -101,7 +103,7 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
     where = "environment"
     if path is not None:
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            loaded = strict_yaml.load(path.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise SettingsError(f"{path}: {exc}") from exc
         if not isinstance(loaded, dict):

@@ -16,6 +16,7 @@ import msgspec
 import yaml
 
 from lupus_stream.contracts.records import AlertEvent, Anomaly, DeadLetter
+from lupus_stream.strict_yaml import StrictLoader
 
 METRICS_TOPIC = "lupus.metrics"
 PREDICTIONS_TOPIC = "lupus.predictions"
@@ -92,13 +93,13 @@ class TopicError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(StrictLoader):
     """Safe loader that keeps timestamps as the strings written: examples are JSON values."""
 
 
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    for first, resolvers in StrictLoader.yaml_implicit_resolvers.items()
 }
 
 _PATH = re.compile(r"^(?P<rule>.*?) - at `\$(?P<path>[^`]*)`$", re.S)

@@ -10,6 +10,7 @@ Input kinds:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ def default_kind(input_kind: InputKind) -> str:
 def parse_params(kind: str, params: Mapping[str, Any]) -> msgspec.Struct:
     cls = detector_class(kind)
     try:
-        return msgspec.convert(dict(params), type=cls.Params, strict=False)
+        parsed: msgspec.Struct = msgspec.convert(dict(params), type=cls.Params, strict=False)
     except msgspec.ValidationError as exc:
         text = str(exc)
         match = re.match(r"^(?P<rule>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", text, re.S)
@@ -89,6 +90,11 @@ def parse_params(kind: str, params: Mapping[str, Any]) -> msgspec.Struct:
         if unknown:
             path = unknown.group(1)
         return _raise(rule, path or None)
+    for name in parsed.__struct_fields__:  # YAML's .nan passes every bound check
+        value = getattr(parsed, name)
+        if isinstance(value, float) and math.isnan(value):
+            _raise("Expected a number, got NaN", name)
+    return parsed
 
 
 def _raise(rule: str, field: str | None) -> NoReturn:

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 import yaml
 
+from lupus_stream import strict_yaml
 from lupus_stream.monitors.spec import Catalog, FieldError, Monitor, ProductSpec
 
 
@@ -70,7 +71,7 @@ def load_product(path: Path | str) -> ProductSpec:
     path = Path(path)
     file = str(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = strict_yaml.load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise MonitorError(file, f"cannot read: {exc}") from exc
     except yaml.YAMLError as exc:

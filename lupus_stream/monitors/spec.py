@@ -87,7 +87,8 @@ class AccuracySignal(_Signal, tag="accuracy", frozen=True, kw_only=True):
     join_within: Duration = "7d"
 
     def __post_init__(self) -> None:
-        _duration("join_within", self.join_within)
+        if _duration("join_within", self.join_within) <= 0:
+            raise FieldError("join_within", "join_within must be positive")
 
 
 class FairnessSignal(_Signal, tag="fairness", frozen=True, kw_only=True):
@@ -100,7 +101,8 @@ class FairnessSignal(_Signal, tag="fairness", frozen=True, kw_only=True):
     join_within: Duration = "7d"
 
     def __post_init__(self) -> None:
-        _duration("join_within", self.join_within)
+        if _duration("join_within", self.join_within) <= 0:
+            raise FieldError("join_within", "join_within must be positive")
 
 
 class SourceSignal(_Signal, tag="source", frozen=True, kw_only=True):

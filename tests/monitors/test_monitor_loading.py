@@ -264,6 +264,21 @@ INVALID = [
         "invalid duration 'soon'",
     ),
     (
+        "join-within-zero",
+        "- name: m\n  signal: {kind: fairness, model: x, group: g, join_within: 0s}\n",
+        "m",
+        "signal.join_within",
+        "join_within must be positive",
+    ),
+    (
+        "threshold-bound-nan",
+        "- name: m\n  signal: {kind: metric, name: x}\n"
+        "  detector: {kind: threshold, lower: .nan}\n",
+        "m",
+        "detector.lower",
+        "Expected a number, got NaN",
+    ),
+    (
         "bad-expected-by",
         "- name: m\n  signal: {kind: source, source: s, expected_by: '24:00'}\n",
         "m",
@@ -377,6 +392,13 @@ INVALID = [
         "matching regex",
     ),
     ("invalid-yaml", "!product: [shop\nowner: o\n", None, None, "invalid YAML"),
+    (
+        "a-key-twice",
+        "- name: a\n  name: b\n  signal: {kind: metric, name: x}\n",
+        None,
+        None,
+        "found the key 'name' twice",
+    ),
     ("top-level-list", "!- product: shop\n", None, None, "expected a mapping"),
     ("empty-file", "!", None, None, "expected a mapping"),
 ]
