@@ -8,8 +8,9 @@ would have said live. Naive timestamps are read as UTC.
 from __future__ import annotations
 
 import csv
+import io
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any
 import msgspec
 
 from lupus_stream.contracts import MetricPoint
+from lupus_stream.contracts.decode import EARLIEST, LATEST, TIME_RULE
+from lupus_stream.contracts.records import MAX_MAGNITUDE
 from lupus_stream.detection import registry
 from lupus_stream.detection.base import Verdict
 from lupus_stream.engine import Engine
@@ -66,37 +69,56 @@ def _parse_time(text: str) -> float:
     ts = datetime.fromisoformat(text.strip())
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
+    if not EARLIEST <= ts < LATEST:  # the input contracts' bounds
+        raise ValueError(f"{TIME_RULE}, got {text.strip()!r}")
     return ts.timestamp()
 
 
 def read_series(path: Path) -> Result:
+    """The rows of a `timestamp,value` file; a bad row is an error naming its line, a file
+    that cannot be read at all a ValueError naming the line where reading stopped."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"{path}: line {line}: not UTF-8 (byte {exc.start})") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        return _rows(path, reader)
+    except csv.Error as exc:
+        raise ValueError(f"{path}: line {reader.line_num}: {exc}") from None
+
+
+def _rows(path: Path, reader: Iterator[list[str]]) -> Result:
     rows: list[Row] = []
     errors: list[str] = []
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or [h.strip().lower() for h in header[:2]] != ["timestamp", "value"]:
-            raise ValueError(f"{path}: line 1: expected header 'timestamp,value', got {header}")
-        for line, cells in enumerate(reader, start=2):
-            if not cells:
-                continue
-            row = Row(line, cells[0], cells[1] if len(cells) > 1 else "")
-            rows.append(row)
+    header = next(reader, None)
+    if header is None or [h.strip().lower() for h in header[:2]] != ["timestamp", "value"]:
+        raise ValueError(f"{path}: line 1: expected header 'timestamp,value', got {header}")
+    for line, cells in enumerate(reader, start=2):
+        if not cells:
+            continue
+        row = Row(line, cells[0], cells[1] if len(cells) > 1 else "")
+        rows.append(row)
+        try:
+            row.t = _parse_time(row.timestamp)
+        except ValueError as exc:
+            errors.append(f"{path}: line {line}: field timestamp: {exc}")
+            continue
+        if row.value.strip():
             try:
-                row.t = _parse_time(row.timestamp)
-            except ValueError as exc:
-                errors.append(f"{path}: line {line}: field timestamp: {exc}")
+                x = float(row.value)
+            except ValueError:
+                errors.append(f"{path}: line {line}: field value: not a number: {row.value!r}")
                 continue
-            if row.value.strip():
-                try:
-                    x = float(row.value)
-                except ValueError:
-                    errors.append(f"{path}: line {line}: field value: not a number: {row.value!r}")
-                    continue
-                if math.isfinite(x):
-                    row.x = x
-                else:
-                    errors.append(f"{path}: line {line}: field value: not finite: {row.value!r}")
+            if math.isfinite(x) and abs(x) <= MAX_MAGNITUDE:
+                row.x = x
+            else:
+                errors.append(
+                    f"{path}: line {line}: field value: not finite or beyond "
+                    f"{MAX_MAGNITUDE:g} in magnitude: {row.value!r}"
+                )
     return Result(rows, errors)
 
 

@@ -176,7 +176,12 @@ def backtest(
         if not sep or not key:
             errors.print(f"[red]error:[/] --set {item!r}: expected key=value")
             raise typer.Exit(2)
-        params[key.strip()] = yaml.safe_load(value)
+        try:
+            params[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or exc
+            errors.print(f"[red]error:[/] --set {item!r}: not a YAML value: {problem}")
+            raise typer.Exit(2) from None
     failed = False
     for path in inputs:
         target = output if output is not None else Path(str(output_dir)) / path.name

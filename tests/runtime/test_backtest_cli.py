@@ -98,3 +98,33 @@ def test_invalid_settings_name_the_field(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "windw" in proc.stderr
     proc = lupus(str(tmp_path / "s.csv"), "--output", str(tmp_path / "o.csv"), "--detector", "nope")
     assert proc.returncode == 2 and "unknown detector kind" in proc.stderr
+
+
+def test_times_and_values_beyond_the_contract_bounds_are_bad_rows(tmp_path: Path) -> None:
+    src = tmp_path / "s.csv"
+    src.write_text(
+        "timestamp,value\n2024-01-01T00:00:00Z,1\n9999-12-31T23:59:59-05:00,2\n"
+        "2024-01-01T02:00:00Z,1e200\n"
+    )
+    out = tmp_path / "o.csv"
+    proc = lupus(str(src), "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "line 3: field timestamp: Expected a time from 1900-01-01" in proc.stderr
+    assert "line 4: field value: not finite or beyond 1e+100" in proc.stderr
+    assert len(read(out)) == 3
+
+
+def test_unreadable_files_name_the_line_and_a_bad_setting_its_value(tmp_path: Path) -> None:
+    not_utf8 = tmp_path / "a.csv"
+    not_utf8.write_bytes(b"timestamp,value\n2024-01-01T00:00:00Z,1\n2024-01-01T01:00:00Z,\xff\n")
+    huge = tmp_path / "b.csv"
+    huge.write_text(
+        f'timestamp,value\n2024-01-01T00:00:00Z,1\n2024-01-01T01:00:00Z,"{"x" * 200_000}"\n'
+    )
+    for src, problem in ((not_utf8, "line 3: not UTF-8 (byte 60)"), (huge, "line 3: field larger")):
+        proc = lupus(str(src), "--output", str(tmp_path / "o.csv"))
+        assert proc.returncode == 1 and problem in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    proc = lupus(str(not_utf8), "--output", str(tmp_path / "o.csv"), "--set", "lower=[1")
+    assert proc.returncode == 2 and "--set 'lower=[1': not a YAML value" in proc.stderr
+    assert "Traceback" not in proc.stderr
