@@ -149,33 +149,65 @@ def _unknown_product(product: str, index: int | None, raw: bytes) -> RecordError
 def _decode_each(
     data: bytes, accept: tuple[str, ...], known_products: Collection[str] | None
 ) -> Decoded:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return Decoded(errors=[RecordError(f"invalid UTF-8 at byte {exc.start}")])
-    stripped = text.lstrip()
+    stripped = data.lstrip(_JSON_SPACE)
     if not stripped:
         return Decoded(errors=[RecordError("empty message")])
-    if not stripped.startswith("["):
+    if not stripped.startswith(b"["):
         return _decode_one(data, None, accept, known_products)
     try:
-        items = msgspec.json.decode(data, type=list[msgspec.Raw])
-    except (msgspec.DecodeError, ValueError) as exc:
-        return Decoded(errors=[RecordError(f"malformed JSON: {exc}")])
-    except RecursionError:
-        return Decoded(errors=[RecordError(_TOO_DEEP)])
+        items: list[bytes] = list(map(bytes, msgspec.json.decode(data, type=list[msgspec.Raw])))
+    except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+        # a record too deep or with a broken escape: the batch's structure may still hold
+        split = _split_batch(stripped)
+        if split is None:
+            if isinstance(exc, RecursionError):
+                return Decoded(errors=[RecordError(_TOO_DEEP)])
+            return Decoded(errors=[RecordError(f"malformed JSON: {exc}")])
+        items = split
     out = Decoded()
     for i, item in enumerate(items):
-        one = _decode_one(bytes(item), i, accept, known_products)
+        one = _decode_one(item, i, accept, known_products)
         out.records.extend(one.records)
         out.positions.extend([i] * len(one.records))
         out.errors.extend(one.errors)
     return out
 
 
+_JSON_SPACE = b" \t\r\n"
+# the tokens that give a JSON text its structure: strings (whatever they hold) and brackets
+_STRUCTURE = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},]', re.S)
+
+
+def _split_batch(data: bytes) -> list[bytes] | None:
+    """The items of a JSON array by its brackets, commas and strings alone, without
+    decoding them (so without recursion or escape rules); None if the brackets do not
+    close into one array."""
+    items: list[bytes] = []
+    depth, start = 0, 1
+    for token in _STRUCTURE.finditer(data):
+        char = token.group()[:1]
+        if char in (b"[", b"{"):
+            depth += 1
+        elif char in (b"]", b"}"):
+            depth -= 1
+            if depth == 0:
+                last = data[start : token.start()].strip(_JSON_SPACE)
+                if last or items:
+                    items.append(last)
+                return items if not data[token.end() :].strip(_JSON_SPACE) else None
+        elif char == b"," and depth == 1:
+            items.append(data[start : token.start()].strip(_JSON_SPACE))
+            start = token.end()
+    return None
+
+
 def _decode_one(
     raw: bytes, index: int | None, accept: tuple[str, ...], known_products: Collection[str] | None
 ) -> Decoded:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Decoded(errors=[RecordError(f"invalid UTF-8 at byte {exc.start}", index, None, raw)])
     try:
         record = _single_decoder(accept).decode(raw)
     except msgspec.ValidationError as exc:

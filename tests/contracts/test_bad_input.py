@@ -347,8 +347,48 @@ CASES = [
         id="utf8-bom",
     ),
     pytest.param(
-        Case(b"[" * 100_000 + b"]" * 100_000, 0, [Err(None, None, "nested too deeply")]),
-        id="deeply-nested",
+        Case(b"[" * 100_000 + b"]" * 100_000, 0, [Err(0, None, "expected `object`")]),
+        id="deeply-nested-batch-of-one-array",
+    ),
+    pytest.param(
+        Case(b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}", 0, [Err(None, None, "too deeply")]),
+        id="deeply-nested-record",
+    ),
+    pytest.param(
+        Case(
+            js([GOOD, "@", GOOD]).replace(b'"@"', b'{"a":' + b"[" * 50_000 + b"]" * 50_000 + b"}"),
+            2,
+            [Err(1, None, "nested too deeply")],
+        ),
+        id="deeply-nested-record-among-good-ones",
+    ),
+    pytest.param(
+        Case(
+            js([GOOD, metric(name="a@"), GOOD]).replace(b"a@", b"a\xff"), 2, [Err(1, None, "UTF-8")]
+        ),
+        id="invalid-utf8-in-one-record-of-a-batch",
+    ),
+    pytest.param(
+        Case(
+            js([GOOD, metric(name="@"), GOOD]).replace(b'"@"', b'"\\ud800"'),
+            2,
+            [Err(1, None, "malformed")],
+        ),
+        id="lone-surrogate-escape-in-one-record-of-a-batch",
+    ),
+    pytest.param(
+        Case(b'[{"type": "metric", "name": "x]"', 0, [Err(None, None, "malformed")]),
+        id="batch-that-never-closes",
+    ),
+    pytest.param(
+        Case(
+            js([metric(labels={"q": 'a"],[{,}\\'}), "@", GOOD]).replace(
+                b'"@"', b'{"a":' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+            ),
+            2,
+            [Err(1, None, "nested too deeply")],
+        ),
+        id="split-by-structure-skips-brackets-and-quotes-inside-strings",
     ),
     # --- batches: the good records still go through
     pytest.param(
