@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Annotated
 
@@ -81,8 +82,9 @@ def run(
     With a broker (LUPUS_KAFKA_BOOTSTRAP_SERVERS or --settings), input files and stdin
     are published to the input topics and this process then serves as a worker.
     """
+    from lupus_stream.detection.base import StateError
     from lupus_stream.runtimes.embedded import EmbeddedRuntime, Inputs
-    from lupus_stream.runtimes.pipeline import Pipeline
+    from lupus_stream.runtimes.pipeline import DB_FILE, Pipeline
 
     settings = _settings(settings_file)
     files = inputs or []
@@ -103,13 +105,20 @@ def run(
     if not files and not stdin and http_port is None:
         errors.print("[red]error:[/] give input files, --stdin or --http-port")
         raise typer.Exit(2)
-    pipeline = Pipeline(
-        catalog,
-        data_dir,
-        data_dir,
-        on_alert=lambda e: console.print(alert_line(e)),
-        on_deadletter=lambda d: errors.print(deadletter_line(d)),
-    )
+    try:
+        pipeline = Pipeline(
+            catalog,
+            data_dir,
+            data_dir,
+            on_alert=lambda e: console.print(alert_line(e)),
+            on_deadletter=lambda d: errors.print(deadletter_line(d)),
+        )
+    except (StateError, sqlite3.DatabaseError) as exc:
+        errors.print(
+            f"[red]error:[/] the state in {data_dir}/{DB_FILE} cannot be restored ({exc}); "
+            "move it aside to start afresh"
+        )
+        raise typer.Exit(1) from None
     for note in pipeline.restore_notes:
         errors.print(f"[yellow]state:[/] {note}")
     runtime = EmbeddedRuntime(

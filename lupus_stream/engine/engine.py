@@ -588,7 +588,10 @@ class Engine:
 
         Returns a note for each series that could not be restored.
         """
-        snap = msgspec.msgpack.decode(data, type=EngineSnapshot)
+        try:
+            snap = msgspec.msgpack.decode(data, type=EngineSnapshot)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise StateError(f"engine snapshot unreadable: {exc}") from None
         if snap.version != SNAPSHOT_VERSION:
             raise StateError(f"engine snapshot version {snap.version} is not {SNAPSHOT_VERSION}")
         notes: list[str] = []

@@ -211,3 +211,19 @@ def test_a_check_that_fails_at_a_tick_is_a_dead_letter(
     assert key == b"tick"
     assert failed["source"] == "tick of partition 2 at 2026-03-02T08:00:00+00:00"
     assert "clicks_landed" in failed["reason"] and "no clock today" in failed["reason"]
+
+
+def test_an_unreadable_snapshot_is_kept_and_the_partition_starts_afresh(tmp_path: Path) -> None:
+    async def scenario() -> tuple[Recorded, DetectStage]:
+        snapshots, output = Snapshots(), Recorded()
+        snapshots.data[0] = b"\x93 not a snapshot"
+        stage = DetectStage(catalog(tmp_path), snapshots, output, {TOPIC: "metric"}, print)
+        await stage.handle(message(5, [0, 1], 500.0), "h")
+        return output, stage
+
+    output, stage = asyncio.run(scenario())
+    [(key, kept)] = output.deadletters
+    assert key == b"snapshot" and kept["source"] == "snapshot of partition 0"
+    assert kept["reason"].startswith("unreadable, the partition starts afresh")
+    assert msgspec.convert(kept["raw"], bytes) == b"\x93 not a snapshot"
+    assert stage.counts.records == 2 and len(output.anomalies) == 2  # and it goes on

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -94,6 +95,23 @@ def test_file_run_alerts_deadletters_and_resumes_without_realerting(workdir: Pat
     assert third.returncode == 0, third.stderr
     statuses = [a["status"] for a in lines(workdir / "state" / "alerts.jsonl")]
     assert statuses == ["firing", "resolved"]
+
+
+def test_unreadable_state_is_an_error_that_says_where(workdir: Path) -> None:
+    records = workdir / "in.jsonl"
+    records.write_text(metric(0, 50.0) + "\n")
+    assert lupus(workdir, "run", str(records), "--data-dir", "state").returncode == 0
+    with sqlite3.connect(workdir / "state" / "lupus.db") as db:
+        db.execute("UPDATE checkpoints SET value = ? WHERE name = 'engine'", (b"\x93garbage",))
+    again = lupus(workdir, "run", str(records), "--data-dir", "state")
+    assert again.returncode == 1
+    assert "state in state/lupus.db cannot be restored" in again.stderr
+    assert "engine snapshot unreadable" in again.stderr and "Traceback" not in again.stderr
+    (workdir / "other").mkdir()
+    (workdir / "other" / "lupus.db").write_bytes(b"not a database at all" * 100)
+    third = lupus(workdir, "run", str(records), "--data-dir", "other")
+    assert third.returncode == 1 and "other/lupus.db cannot be restored" in third.stderr
+    assert "Traceback" not in third.stderr
 
 
 def test_restart_replaying_the_same_records_does_not_alert_twice(workdir: Path) -> None:

@@ -32,6 +32,7 @@ import msgspec
 
 from lupus_stream.alerting.fingerprint import alert_labels, fingerprint
 from lupus_stream.contracts import Anomaly, DeadLetter, decode_message
+from lupus_stream.detection.base import StateError
 from lupus_stream.engine import Engine, Outcome
 from lupus_stream.monitors import Catalog
 
@@ -123,10 +124,20 @@ class DetectStage:
             state = PartitionState(Engine(self.catalog))
             data = await self.snapshots.get(number)
             if data is not None:
-                snap = msgspec.msgpack.decode(data, type=PartitionSnapshot)
-                if snap.format == SNAPSHOT_FORMAT:
-                    state.engine.restore(snap.engine)
-                    state.offsets = dict(snap.offsets)
+                try:
+                    snap = msgspec.msgpack.decode(data, type=PartitionSnapshot)
+                    if snap.format == SNAPSHOT_FORMAT:
+                        state.engine.restore(snap.engine)
+                        state.offsets = dict(snap.offsets)
+                except (msgspec.DecodeError, msgspec.ValidationError, StateError) as exc:
+                    # the partition goes on from a fresh state; the bytes are kept
+                    state = PartitionState(Engine(self.catalog))
+                    await self._keep(
+                        b"snapshot",
+                        f"snapshot of partition {number}",
+                        f"unreadable, the partition starts afresh: {exc}",
+                        data,
+                    )
             self.partitions[number] = state
         return state
 
