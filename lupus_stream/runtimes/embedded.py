@@ -136,6 +136,8 @@ class EmbeddedRuntime:
 
     async def _ingest(self, request: web.Request) -> web.Response:
         body = await request.read()
+        if not body.strip():  # nothing to process, nor to keep
+            return web.json_response({"error": "empty body"}, status=400)
         lines = body.splitlines() if request.content_type == "application/x-ndjson" else [body]
         total = {"records": 0, "deadlettered": 0, "anomalies": 0, "firing": 0}
         for i, line in enumerate(lines, start=1):

@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,7 +142,7 @@ def test_invalid_monitor_file_is_reported_with_file_monitor_and_field(workdir: P
 
 def post(
     url: str, body: bytes, content_type: str = "application/json"
-) -> tuple[int, dict[str, int]]:
+) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -187,6 +188,8 @@ def test_http_ingest_and_clean_stop_on_ctrl_c(workdir: Path) -> None:
         assert status == 207 and counts["firing"] == 1 and counts["deadlettered"] == 1
         status, counts = post(url + "/ingest", b"\xff\xfe")
         assert status == 422 and counts["deadlettered"] == 1
+        for empty, kind in ((b"", "application/json"), (b"\n \n", "application/x-ndjson")):
+            assert post(url + "/ingest", empty, kind) == (400, {"error": "empty body"})
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
     finally:
