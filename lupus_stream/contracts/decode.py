@@ -11,7 +11,7 @@ import operator
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -31,6 +31,9 @@ _PRODUCT = operator.attrgetter("product")
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 TIME_RULE = "Expected a time from 1900-01-01 to before 2200-01-01 UTC"
+# how far ahead of its clock a receiver on wall-clock time accepts an event: a record
+# stamped in the future would make every later point of its series a late one
+FUTURE_SKEW = timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,18 +109,23 @@ def decode_message(
     accept: Iterable[str] = tuple(INPUT_TYPES),
     known_products: Collection[str] | None = None,
     max_bytes: int = MAX_MESSAGE_BYTES,
+    now: datetime | None = None,
 ) -> Decoded:
-    """Decode one message; never raises on bad input, every problem becomes a RecordError."""
+    """Decode one message; never raises on bad input, every problem becomes a RecordError.
+
+    `now`: the receiver's clock, when it runs on one; events more than `FUTURE_SKEW`
+    after it are refused."""
     accept = tuple(accept)
+    bounds = _Bounds(LATEST if now is None else min(LATEST, now + FUTURE_SKEW), now is not None)
     if len(data) > max_bytes:
         return Decoded(errors=[RecordError(f"message of {len(data)} bytes exceeds {max_bytes}")])
     try:
         value = _decoder(accept).decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError, ValueError, RecursionError):
-        return _decode_each(data, accept, known_products)
+        return _decode_each(data, accept, known_products, bounds)
     records = value if isinstance(value, list) else [value]
-    if not all_names_valid(records) or not _times_in_range(records):
-        return _decode_each(data, accept, known_products)  # which record, which field
+    if not all_names_valid(records) or not _times_in_range(records, bounds.latest):
+        return _decode_each(data, accept, known_products, bounds)  # which record, which field
     if known_products is None or all(map(known_products.__contains__, set(map(_PRODUCT, records)))):
         return Decoded(records=records)
     out = Decoded()
@@ -132,12 +140,29 @@ def decode_message(
     return out
 
 
-def _times_in_range(records: list[InputRecord]) -> bool:
+@dataclass(frozen=True, slots=True)
+class _Bounds:
+    latest: datetime  # event times must be before this
+    clocked: bool  # `latest` comes from the receiver's clock
+
+    def rule(self, t: datetime) -> str | None:
+        if EARLIEST <= t < self.latest:
+            return None
+        if self.clocked and t < LATEST:
+            ahead = FUTURE_SKEW.total_seconds() / 3600
+            return f"Expected a time before {self.latest.isoformat()} (the clock plus {ahead:g} h)"
+        return TIME_RULE
+
+
+_UNBOUNDED = _Bounds(LATEST, False)
+
+
+def _times_in_range(records: list[InputRecord], latest: datetime) -> bool:
     kinds: set[type[InputBase]] = set(map(type, records))
     for cls in kinds:
         of_cls = records if len(kinds) == 1 else [r for r in records if type(r) is cls]
         times = list(map(operator.attrgetter(cls.time_field), of_cls))
-        if times and not (min(times) >= EARLIEST and max(times) < LATEST):
+        if times and not (min(times) >= EARLIEST and max(times) < latest):
             return False
     return True
 
@@ -147,13 +172,16 @@ def _unknown_product(product: str, index: int | None, raw: bytes) -> RecordError
 
 
 def _decode_each(
-    data: bytes, accept: tuple[str, ...], known_products: Collection[str] | None
+    data: bytes,
+    accept: tuple[str, ...],
+    known_products: Collection[str] | None,
+    bounds: _Bounds = _UNBOUNDED,
 ) -> Decoded:
     stripped = data.lstrip(_JSON_SPACE)
     if not stripped:
         return Decoded(errors=[RecordError("empty message")])
     if not stripped.startswith(b"["):
-        return _decode_one(data, None, accept, known_products)
+        return _decode_one(data, None, accept, known_products, bounds)
     try:
         items: list[bytes] = list(map(bytes, msgspec.json.decode(data, type=list[msgspec.Raw])))
     except (msgspec.DecodeError, ValueError, RecursionError) as exc:
@@ -166,7 +194,7 @@ def _decode_each(
         items = split
     out = Decoded()
     for i, item in enumerate(items):
-        one = _decode_one(item, i, accept, known_products)
+        one = _decode_one(item, i, accept, known_products, bounds)
         out.records.extend(one.records)
         out.positions.extend([i] * len(one.records))
         out.errors.extend(one.errors)
@@ -202,7 +230,11 @@ def _split_batch(data: bytes) -> list[bytes] | None:
 
 
 def _decode_one(
-    raw: bytes, index: int | None, accept: tuple[str, ...], known_products: Collection[str] | None
+    raw: bytes,
+    index: int | None,
+    accept: tuple[str, ...],
+    known_products: Collection[str] | None,
+    bounds: _Bounds = _UNBOUNDED,
 ) -> Decoded:
     try:
         raw.decode("utf-8")
@@ -220,8 +252,9 @@ def _decode_one(
     field_path = bad_name(record)
     if field_path is not None:
         return Decoded(errors=[RecordError(NAME_RULE, index, field_path, raw)])
-    if not EARLIEST <= getattr(record, record.time_field) < LATEST:
-        return Decoded(errors=[RecordError(TIME_RULE, index, record.time_field, raw)])
+    time_rule = bounds.rule(getattr(record, record.time_field))
+    if time_rule is not None:
+        return Decoded(errors=[RecordError(time_rule, index, record.time_field, raw)])
     if known_products is not None and record.product not in known_products:
         return Decoded(errors=[_unknown_product(record.product, index, raw)])
     return Decoded(records=[record])

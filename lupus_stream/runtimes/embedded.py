@@ -53,6 +53,10 @@ class EmbeddedRuntime:
         self.stop = asyncio.Event()
         self.http_url: str | None = None
 
+    def _now(self) -> float | None:
+        """The clock records are checked against: wall time, or none on a replay."""
+        return time.time() if self.wall_clock else None
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -97,7 +101,7 @@ class EmbeddedRuntime:
                 if self.stop.is_set():
                     return
                 if line.strip():
-                    self.pipeline.ingest(line.rstrip(b"\r\n"), f"{path}@byte {offset}")
+                    self.pipeline.ingest(line.rstrip(b"\r\n"), f"{path}@byte {offset}", self._now())
                 offset += len(line)
                 self.offsets[name] = offset
                 if count % YIELD_EVERY == 0:
@@ -112,7 +116,7 @@ class EmbeddedRuntime:
                 return
             line_no += 1
             if line.strip():
-                self.pipeline.ingest(line.rstrip(b"\r\n"), f"stdin:{line_no}")
+                self.pipeline.ingest(line.rstrip(b"\r\n"), f"stdin:{line_no}", self._now())
 
     async def _housekeeping(self) -> None:
         while True:
@@ -143,7 +147,7 @@ class EmbeddedRuntime:
         for i, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
-            counts = self.pipeline.ingest(line, f"http:{request.remote}:{i}")
+            counts = self.pipeline.ingest(line, f"http:{request.remote}:{i}", self._now())
             total["records"] += counts.records
             total["deadlettered"] += counts.deadlettered
             total["anomalies"] += counts.anomalies

@@ -67,10 +67,12 @@ class Pipeline:
         if snapshot is not None:
             self.restore_notes = self.engine.restore(snapshot)
 
-    def ingest(self, data: bytes, source: str) -> Counts:
-        """Process one message (a record or a batch); returns what it produced."""
+    def ingest(self, data: bytes, source: str, now: float | None = None) -> Counts:
+        """Process one message (a record or a batch); returns what it produced. `now`:
+        the wall clock, when the run follows one (events far past it are refused)."""
         before = _copy(self.counts)
-        decoded = decode_message(data, known_products=self.engine.products)
+        clock = None if now is None else datetime.fromtimestamp(now, UTC)
+        decoded = decode_message(data, known_products=self.engine.products, now=clock)
         for error in decoded.errors:
             self.deadletter(
                 source, error.describe(), error.raw or data, error.index, error.field, error.rule

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -527,3 +528,18 @@ def test_never_raises_on_damaged_messages() -> None:
     for data in damaged:
         out = decode_message(data, known_products=KNOWN)
         assert out.records or out.errors or msgspec.json.decode(data) == []
+
+
+def test_a_receiver_on_a_clock_refuses_events_more_than_a_day_ahead_of_it() -> None:
+    now = datetime(2026, 3, 2, 12, tzinfo=UTC)
+    soon, later = "2026-03-03T11:59:59Z", "2026-03-03T12:00:00Z"  # 24 h after now
+    data = js([metric(ts=soon), metric(ts=later), metric(ts="2199-01-01T00:00:00Z")])
+    out = decode_message(data, now=now)
+    assert [r.ts.isoformat() for r in out.records] == ["2026-03-03T11:59:59+00:00"]
+    assert [(e.index, e.field) for e in out.errors] == [(1, "ts"), (2, "ts")]
+    assert out.errors[0].rule == (
+        "Expected a time before 2026-03-03T12:00:00+00:00 (the clock plus 24 h)"
+    )
+    assert len(decode_message(data).records) == 3  # a replay has no clock to compare with
+    [error] = decode_message(js(metric(ts="2300-01-01T00:00:00Z")), now=now).errors
+    assert "before 2200-01-01" in error.rule  # beyond the contract, whatever the clock

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import textwrap
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -227,3 +227,26 @@ def test_an_unreadable_snapshot_is_kept_and_the_partition_starts_afresh(tmp_path
     assert kept["reason"].startswith("unreadable, the partition starts afresh")
     assert msgspec.convert(kept["raw"], bytes) == b"\x93 not a snapshot"
     assert stage.counts.records == 2 and len(output.anomalies) == 2  # and it goes on
+
+
+def test_a_record_from_the_future_is_refused_and_its_series_goes_on(tmp_path: Path) -> None:
+    """A worker runs on wall-clock time: a point a year ahead would otherwise make every
+    later point of its series a late one."""
+    now = datetime.now(UTC)
+    records = [
+        {"type": "metric", "product": "shop", "name": "orders", "ts": t.isoformat(), "value": v}
+        for t, v in ((now + timedelta(days=365), 5.0), (now, 500.0))
+    ]
+    data = json.dumps(records).encode()
+
+    async def scenario() -> Recorded:
+        output = Recorded()
+        stage = DetectStage(catalog(tmp_path), Snapshots(), output, {TOPIC: "metric"}, print)
+        await stage.handle(InputMessage(TOPIC, 0, 0, b"shop/orders", data), "h")
+        return output
+
+    output = asyncio.run(scenario())
+    [(_, refused)] = output.deadletters
+    assert (refused["record_index"], refused["field"]) == (0, "ts")
+    assert "(the clock plus 24 h)" in refused["reason"]
+    assert len(output.anomalies) == 1  # the point of now is judged, not taken as late

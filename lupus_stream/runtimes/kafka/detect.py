@@ -164,7 +164,10 @@ class DetectStage:
     async def _process(self, state: PartitionState, message: InputMessage) -> None:
         record_type = self.record_types[message.topic]
         decoded = decode_message(
-            message.value, accept=(record_type,), known_products=self._products
+            message.value,
+            accept=(record_type,),
+            known_products=self._products,
+            now=datetime.now(UTC),  # a worker runs on wall-clock time
         )
         for error in decoded.errors:
             await self._deadletter(message, error.describe(), error.raw, error.index, error.field)
