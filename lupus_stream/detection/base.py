@@ -80,6 +80,14 @@ class StateError(ValueError):
     """Raised when bytes do not hold a snapshot this code can restore."""
 
 
+class ParamError(ValueError):
+    """A parameter check of a `Params` struct that one field fails (the loader names it)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class Envelope(msgspec.Struct, array_like=True):
     format: int
     kind: str

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from lupus_stream.detection.base import Detector, Verdict
+from lupus_stream.detection.base import Detector, ParamError, Verdict
 from lupus_stream.durations import parse_duration
 
 MAD_TO_SIGMA = 1.4826
@@ -48,10 +48,14 @@ class BaselineParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     shift_after: Annotated[int, msgspec.Meta(ge=1)] = 3
 
     def __post_init__(self) -> None:
-        if parse_duration(self.season) <= 0:
-            raise ValueError("season must be a positive duration")
+        try:
+            season = parse_duration(self.season)
+        except ValueError as exc:
+            raise ParamError("season", str(exc)) from None
+        if season <= 0:
+            raise ParamError("season", "season must be a positive duration")
         if self.min_seasons > self.seasons:
-            raise ValueError("min_seasons must not exceed seasons")
+            raise ParamError("min_seasons", "min_seasons must not exceed seasons")
 
 
 class BaselineState(msgspec.Struct):

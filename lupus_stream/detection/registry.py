@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 import msgspec
 
-from lupus_stream.detection.base import Detector, StateError, read_envelope
+from lupus_stream.detection.base import Detector, ParamError, StateError, read_envelope
 
 InputKind = str
 
@@ -89,6 +89,8 @@ def parse_params(kind: str, params: Mapping[str, Any]) -> msgspec.Struct:
         unknown = re.search(r"unknown field `([^`]+)`", rule)
         if unknown:
             path = unknown.group(1)
+        if isinstance(exc.__cause__, ParamError):  # a check of one field in `__post_init__`
+            path = exc.__cause__.field
         return _raise(rule, path or None)
     for name in parsed.__struct_fields__:  # YAML's .nan passes every bound check
         value = getattr(parsed, name)

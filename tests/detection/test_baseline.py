@@ -76,9 +76,9 @@ def test_round_trip_through_bytes_continues_identically() -> None:
 @pytest.mark.parametrize(
     ("params", "field"),
     [
-        ({"season": "weekly"}, None),
+        ({"season": "weekly"}, "season"),
         ({"seasons": 0}, "seasons"),
-        ({"min_seasons": 5, "seasons": 4}, None),
+        ({"min_seasons": 5, "seasons": 4}, "min_seasons"),
         ({"treshold": 3}, "treshold"),
     ],
 )

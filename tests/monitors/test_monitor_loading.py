@@ -271,6 +271,22 @@ INVALID = [
         "join_within must be positive",
     ),
     (
+        "baseline-season-not-a-duration",
+        "- name: m\n  signal: {kind: metric, name: x}\n"
+        "  detector: {kind: baseline, season: fortnightly}\n",
+        "m",
+        "detector.season",
+        "invalid duration 'fortnightly'",
+    ),
+    (
+        "baseline-min-seasons-above-seasons",
+        "- name: m\n  signal: {kind: metric, name: x}\n"
+        "  detector: {kind: baseline, seasons: 2, min_seasons: 3}\n",
+        "m",
+        "detector.min_seasons",
+        "min_seasons must not exceed seasons",
+    ),
+    (
         "threshold-bound-nan",
         "- name: m\n  signal: {kind: metric, name: x}\n"
         "  detector: {kind: threshold, lower: .nan}\n",
