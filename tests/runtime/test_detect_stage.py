@@ -155,6 +155,18 @@ class Recorded:
         return None
 
 
+def handled(tmp_path: Path, message: InputMessage) -> Recorded:
+    """What a fresh stage sends for one message."""
+
+    async def scenario() -> Recorded:
+        output = Recorded()
+        stage = DetectStage(catalog(tmp_path), Snapshots(), output, {TOPIC: "metric"}, print)
+        await stage.handle(message, "h")
+        return output
+
+    return asyncio.run(scenario())
+
+
 def test_a_record_whose_detector_fails_is_kept_with_its_place_in_the_message(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -169,15 +181,9 @@ def test_a_record_whose_detector_fails_is_kept_with_its_place_in_the_message(
     records = [json.loads(message(0, [h], v).value)[0] for h, v in ((0, 5.0), (1, 7.0))]
     records.insert(1, {**records[0], "value": "bad"})
     records.append({**records[0], "ts": "2026-03-02T02:00:00Z", "value": 13.0})
-    data = json.dumps(records).encode()
-
-    async def scenario() -> Recorded:
-        output = Recorded()
-        stage = DetectStage(catalog(tmp_path), Snapshots(), output, {TOPIC: "metric"}, print)
-        await stage.handle(InputMessage(TOPIC, 0, 7, b"shop/orders", data), "h")
-        return output
-
-    output = asyncio.run(scenario())
+    output = handled(
+        tmp_path, InputMessage(TOPIC, 0, 7, b"shop/orders", json.dumps(records).encode())
+    )
     (_, rejected), (key, failed) = output.deadletters
     assert (rejected["record_index"], rejected["field"]) == (1, "value")
     assert key == TOPIC.encode() and failed["source"] == f"{TOPIC}[0]@7"
@@ -237,15 +243,9 @@ def test_a_record_from_the_future_is_refused_and_its_series_goes_on(tmp_path: Pa
         {"type": "metric", "product": "shop", "name": "orders", "ts": t.isoformat(), "value": v}
         for t, v in ((now + timedelta(days=365), 5.0), (now, 500.0))
     ]
-    data = json.dumps(records).encode()
-
-    async def scenario() -> Recorded:
-        output = Recorded()
-        stage = DetectStage(catalog(tmp_path), Snapshots(), output, {TOPIC: "metric"}, print)
-        await stage.handle(InputMessage(TOPIC, 0, 0, b"shop/orders", data), "h")
-        return output
-
-    output = asyncio.run(scenario())
+    output = handled(
+        tmp_path, InputMessage(TOPIC, 0, 0, b"shop/orders", json.dumps(records).encode())
+    )
     [(_, refused)] = output.deadletters
     assert (refused["record_index"], refused["field"]) == (0, "ts")
     assert "(the clock plus 24 h)" in refused["reason"]
