@@ -148,7 +148,7 @@ class _Bounds:
     def rule(self, t: datetime) -> str | None:
         if EARLIEST <= t < self.latest:
             return None
-        if self.clocked and t < LATEST:
+        if self.clocked and EARLIEST <= t < LATEST:
             ahead = FUTURE_SKEW.total_seconds() / 3600
             return f"Expected a time before {self.latest.isoformat()} (the clock plus {ahead:g} h)"
         return TIME_RULE
@@ -194,6 +194,9 @@ def _decode_each(
         items = split
     out = Decoded()
     for i, item in enumerate(items):
+        if not item:  # `[a,,b]` or `[a,]`
+            out.errors.append(RecordError("empty item: nothing between two commas", i))
+            continue
         one = _decode_one(item, i, accept, known_products, bounds)
         out.records.extend(one.records)
         out.positions.extend([i] * len(one.records))
@@ -202,28 +205,36 @@ def _decode_each(
 
 
 _JSON_SPACE = b" \t\r\n"
-# the tokens that give a JSON text its structure: strings (whatever they hold) and brackets
-_STRUCTURE = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},]', re.S)
+# the tokens that give a JSON text its structure: strings (whatever they hold) and
+# brackets; a string that never closes runs to the end (possessive: each byte is looked at
+# once, however many quotes and backslashes follow)
+_STRUCTURE = re.compile(rb'"(?:[^"\\]|\\.)*+(?:(?P<closed>")|\\?\Z)|[\[\]{},]', re.S)
+_CLOSES = {b"]": b"[", b"}": b"{"}
 
 
 def _split_batch(data: bytes) -> list[bytes] | None:
     """The items of a JSON array by its brackets, commas and strings alone, without
-    decoding them (so without recursion or escape rules); None if the brackets do not
-    close into one array."""
+    decoding them (so without recursion or escape rules); None unless the brackets pair up
+    into one array, every string closes and nothing follows the array."""
     items: list[bytes] = []
-    depth, start = 0, 1
+    opened: list[bytes] = []
+    start = 1
     for token in _STRUCTURE.finditer(data):
         char = token.group()[:1]
-        if char in (b"[", b"{"):
-            depth += 1
-        elif char in (b"]", b"}"):
-            depth -= 1
-            if depth == 0:
+        if char == b'"':
+            if token.group("closed") is None:
+                return None  # a string that never closes
+        elif char in (b"[", b"{"):
+            opened.append(char)
+        elif char in _CLOSES:
+            if not opened or opened.pop() != _CLOSES[char]:
+                return None
+            if not opened:
                 last = data[start : token.start()].strip(_JSON_SPACE)
                 if last or items:
                     items.append(last)
                 return items if not data[token.end() :].strip(_JSON_SPACE) else None
-        elif char == b"," and depth == 1:
+        elif len(opened) == 1:  # a comma between items
             items.append(data[start : token.start()].strip(_JSON_SPACE))
             start = token.end()
     return None
