@@ -11,6 +11,7 @@ Prometheus semantics: `for` holds an alert in pending until anomalies span that 
 
 from __future__ import annotations
 
+import string
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -23,6 +24,19 @@ from lupus_stream.monitors.spec import AlertPolicy, Monitor
 
 Status = Literal["inactive", "pending", "firing", "resolved"]
 _RENDER_ERRORS = (KeyError, IndexError, AttributeError, TypeError, ValueError)
+
+
+class _NamesOnly(string.Formatter):
+    """`str.format` with names and format specs only: `{value.__class__}` or `{x[0]}`
+    would reach into Python objects from a monitor file."""
+
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
+        if "." in field_name or "[" in field_name:
+            raise KeyError(field_name)
+        return super().get_field(field_name, args, kwargs)
+
+
+_FORMATTER = _NamesOnly()
 
 
 class AlertState(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,7 +67,8 @@ def to_datetime(epoch: float) -> datetime:
 
 
 def render_annotations(templates: dict[str, str], anomaly: Anomaly) -> dict[str, str]:
-    """Render templates with `str.format_map`; a template that fails stays raw text."""
+    """Render templates like `str.format_map` (names and format specs only); a template
+    that fails stays raw text."""
     context: dict[str, Any] = {
         **anomaly.series,
         "value": anomaly.value,
@@ -67,7 +82,7 @@ def render_annotations(templates: dict[str, str], anomaly: Anomaly) -> dict[str,
     out: dict[str, str] = {}
     for name, template in templates.items():
         try:
-            out[name] = template.format_map(context)
+            out[name] = _FORMATTER.vformat(template, (), context)
         except _RENDER_ERRORS:
             out[name] = template
     return out

@@ -113,6 +113,12 @@ def run(
             on_alert=lambda e: console.print(alert_line(e)),
             on_deadletter=lambda d: errors.print(deadletter_line(d)),
         )
+        runtime = EmbeddedRuntime(
+            pipeline,
+            Inputs(files=files, stdin=stdin, http_port=http_port),
+            wall_clock=http_port is not None if wall_clock is None else wall_clock,
+            log=lambda m: errors.print(f"[dim]{m}[/]"),
+        )
     except (StateError, sqlite3.DatabaseError) as exc:
         errors.print(
             f"[red]error:[/] the state in {data_dir}/{DB_FILE} cannot be restored ({exc}); "
@@ -121,12 +127,6 @@ def run(
         raise typer.Exit(1) from None
     for note in pipeline.restore_notes:
         errors.print(f"[yellow]state:[/] {note}")
-    runtime = EmbeddedRuntime(
-        pipeline,
-        Inputs(files=files, stdin=stdin, http_port=http_port),
-        wall_clock=http_port is not None if wall_clock is None else wall_clock,
-        log=lambda m: errors.print(f"[dim]{m}[/]"),
-    )
     asyncio.run(runtime.run())
     c = pipeline.counts
     errors.print(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from lupus_stream.detection.base import StateError
+
 
 class CheckpointStore:
     """Named blobs (engine state, per-file byte offsets) next to the alert state."""
@@ -19,7 +21,11 @@ class CheckpointStore:
 
     def get(self, name: str) -> bytes | None:
         row = self._db.execute("SELECT value FROM checkpoints WHERE name = ?", (name,)).fetchone()
-        return None if row is None else bytes(row[0])
+        if row is None:
+            return None
+        if not isinstance(row[0], bytes):
+            raise StateError(f"checkpoint {name!r} holds {type(row[0]).__name__}, not bytes")
+        return row[0]
 
     def put_many(self, items: dict[str, bytes]) -> None:
         with self._db:
@@ -34,7 +40,13 @@ class CheckpointStore:
         rows = self._db.execute(
             "SELECT name, value FROM checkpoints WHERE name LIKE 'offset:%'"
         ).fetchall()
-        return {name[len("offset:") :]: int(bytes(value)) for name, value in rows}
+        offsets = {}
+        for name, value in rows:
+            text = value.decode("ascii", "replace") if isinstance(value, bytes) else None
+            if text is None or not text.isdigit():
+                raise StateError(f"checkpoint {name!r} is not a byte offset: {value!r}")
+            offsets[name[len("offset:") :]] = int(text)
+        return offsets
 
     def close(self) -> None:
         self._db.close()

@@ -92,6 +92,10 @@ class EmbeddedRuntime:
     async def _read_file(self, path: Path) -> None:
         name = str(path.resolve())
         start = self.offsets.get(name, 0)
+        size = path.stat().st_size
+        if start > size:  # replaced or truncated since: its lines are new ones
+            self.log(f"{path}: shorter than where it was left (byte {start}): read from the start")
+            start = 0
         if start:
             self.log(f"{path}: resuming at byte {start}")
         with path.open("rb") as handle:

@@ -267,6 +267,9 @@ RENDER_CASES = [
     ("None with float spec {lower:.2f}", "None with float spec {lower:.2f}"),
     ("positional {0}", "positional {0}"),
     ("unbalanced {value", "unbalanced {value"),
+    ("no attributes {value.__class__}", "no attributes {value.__class__}"),
+    ("no items {surface[0]}", "no items {surface[0]}"),
+    ("nor inside a spec {value:{ts.year}}", "nor inside a spec {value:{ts.year}}"),
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -113,6 +114,29 @@ def test_unreadable_state_is_an_error_that_says_where(workdir: Path) -> None:
     third = lupus(workdir, "run", str(records), "--data-dir", "other")
     assert third.returncode == 1 and "other/lupus.db cannot be restored" in third.stderr
     assert "Traceback" not in third.stderr
+    for name, value in (("engine", "text, not bytes"), ("offset:" + str(records), b"-5")):
+        shutil.rmtree(workdir / "state")
+        assert lupus(workdir, "run", str(records), "--data-dir", "state").returncode == 0
+        with sqlite3.connect(workdir / "state" / "lupus.db") as db:
+            db.execute(
+                "INSERT INTO checkpoints (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                (name if name == "engine" else "offset:" + str(records.resolve()), value),
+            )
+        broken = lupus(workdir, "run", str(records), "--data-dir", "state")
+        assert broken.returncode == 1 and "cannot be restored" in broken.stderr, broken.stderr
+        assert "Traceback" not in broken.stderr
+
+
+def test_a_file_replaced_by_a_shorter_one_is_read_from_the_start(workdir: Path) -> None:
+    records = workdir / "in.jsonl"
+    records.write_text("\n".join(metric(h, 50.0) for h in range(6)) + "\n")
+    assert lupus(workdir, "run", str(records), "--data-dir", "state").returncode == 0
+    records.write_text(metric(7, 500.0) + "\n")  # shorter than where the first run ended
+    again = lupus(workdir, "run", str(records), "--data-dir", "state")
+    assert again.returncode == 0, again.stderr
+    assert "shorter than where it was left" in again.stderr
+    assert [a["status"] for a in lines(workdir / "state" / "alerts.jsonl")] == ["firing"]
 
 
 def test_restart_replaying_the_same_records_does_not_alert_twice(workdir: Path) -> None:
