@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from lupus_stream.detection.base import Detector, Verdict
+from lupus_stream.detection.base import Detector, ParamError, Verdict
 
 HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
 
@@ -36,7 +36,7 @@ class FreshnessParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
-            raise ValueError(f"unknown timezone {self.timezone!r}") from exc
+            raise ParamError("timezone", f"unknown timezone {self.timezone!r}") from exc
 
 
 class FreshnessState(msgspec.Struct):

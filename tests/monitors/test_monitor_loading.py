@@ -287,6 +287,14 @@ INVALID = [
         "min_seasons must not exceed seasons",
     ),
     (
+        "freshness-timezone-parameter",
+        "- name: m\n  signal: {kind: source, source: s}\n"
+        "  detector: {kind: freshness, timezone: Mars/Olympus}\n",
+        "m",
+        "detector.timezone",
+        "unknown timezone 'Mars/Olympus'",
+    ),
+    (
         "threshold-bound-nan",
         "- name: m\n  signal: {kind: metric, name: x}\n"
         "  detector: {kind: threshold, lower: .nan}\n",
