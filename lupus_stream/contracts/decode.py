@@ -34,6 +34,10 @@ TIME_RULE = "Expected a time from 1900-01-01 to before 2200-01-01 UTC"
 # how far ahead of its clock a receiver on wall-clock time accepts an event: a record
 # stamped in the future would make every later point of its series a late one
 FUTURE_SKEW = timedelta(days=1)
+FUTURE_RULE = (
+    f"Expected a time at most {FUTURE_SKEW.total_seconds() / 3600:g} h ahead of the "
+    "receiver's clock (see received_at)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,13 @@ class Decoded:
     def position(self, k: int) -> int:
         """Index in the message's batch of the k-th record decoded."""
         return self.positions[k] if self.positions else k
+
+    def origin(self, k: int, message: bytes) -> tuple[bytes, int | None]:
+        """What a dead letter about the k-th record keeps: (its bytes, its index in the
+        batch), or (the message, None) when the record was the whole message."""
+        if len(self.records) == 1 and not self.errors:
+            return message, None
+        return _encoder.encode(self.records[k]), self.position(k)
 
 
 @cache
@@ -149,12 +160,8 @@ class _Bounds:
         if EARLIEST <= t < self.latest:
             return None
         if self.clocked and EARLIEST <= t < LATEST:
-            ahead = FUTURE_SKEW.total_seconds() / 3600
-            return f"Expected a time before {self.latest.isoformat()} (the clock plus {ahead:g} h)"
+            return FUTURE_RULE
         return TIME_RULE
-
-
-_UNBOUNDED = _Bounds(LATEST, False)
 
 
 def _times_in_range(records: list[InputRecord], latest: datetime) -> bool:
@@ -172,10 +179,7 @@ def _unknown_product(product: str, index: int | None, raw: bytes) -> RecordError
 
 
 def _decode_each(
-    data: bytes,
-    accept: tuple[str, ...],
-    known_products: Collection[str] | None,
-    bounds: _Bounds = _UNBOUNDED,
+    data: bytes, accept: tuple[str, ...], known_products: Collection[str] | None, bounds: _Bounds
 ) -> Decoded:
     stripped = data.lstrip(_JSON_SPACE)
     if not stripped:
@@ -193,9 +197,12 @@ def _decode_each(
             return Decoded(errors=[RecordError(f"malformed JSON: {exc}")])
         items = split
     out = Decoded()
+    empty = [i for i, item in enumerate(items) if not item]  # `[a,,b]` or `[a,]`
+    if empty:  # one error for all: each would keep the whole message
+        shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
+        out.errors.append(RecordError(f"empty items (nothing between commas) at {shown}"))
     for i, item in enumerate(items):
-        if not item:  # `[a,,b]` or `[a,]`
-            out.errors.append(RecordError("empty item: nothing between two commas", i))
+        if not item:
             continue
         one = _decode_one(item, i, accept, known_products, bounds)
         out.records.extend(one.records)
@@ -245,7 +252,7 @@ def _decode_one(
     index: int | None,
     accept: tuple[str, ...],
     known_products: Collection[str] | None,
-    bounds: _Bounds = _UNBOUNDED,
+    bounds: _Bounds,
 ) -> Decoded:
     try:
         raw.decode("utf-8")

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import msgspec
-
 from lupus_stream.alerting.pipeline import AlertProcessor, catalog_lookup
 from lupus_stream.alerting.sqlite_store import SqliteAlertStore
 from lupus_stream.contracts import AlertEvent, Anomaly, DeadLetter, decode_message
@@ -69,7 +67,7 @@ class Pipeline:
 
     def ingest(self, data: bytes, source: str, now: float | None = None) -> Counts:
         """Process one message (a record or a batch); returns what it produced. `now`:
-        the wall clock, when the run follows one (events far past it are refused)."""
+        the wall clock, when the run follows one (events far ahead of it are refused)."""
         before = _copy(self.counts)
         clock = None if now is None else datetime.fromtimestamp(now, UTC)
         decoded = decode_message(data, known_products=self.engine.products, now=clock)
@@ -77,13 +75,12 @@ class Pipeline:
             self.deadletter(
                 source, error.describe(), error.raw or data, error.index, error.field, error.rule
             )
-        single = len(decoded.records) == 1 and not decoded.errors
         with self.alerts.transaction():
             for k, record in enumerate(decoded.records):
                 outcome = self.engine.process(record)
                 self.counts.records += 1
                 if outcome.errors:  # kept: the record (its place in a batch) and why
-                    raw, index = (data, None) if single else (_json(record), decoded.position(k))
+                    raw, index = decoded.origin(k, data)
                     for reason in outcome.errors:
                         self.deadletter(source, reason, raw, index, None, "detector failure")
                 self._emit(outcome)
@@ -172,9 +169,6 @@ class Pipeline:
             sink.close()
         self.alerts.close()
         self.checkpoints.close()
-
-
-_json = msgspec.json.Encoder().encode
 
 
 def _copy(c: Counts) -> Counts:

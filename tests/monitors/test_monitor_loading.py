@@ -417,6 +417,13 @@ INVALID = [
     ),
     ("invalid-yaml", "!product: [shop\nowner: o\n", None, None, "invalid YAML"),
     (
+        "an-unhashable-key",
+        "- name: a\n  signal: {kind: metric, name: x}\n  ? [x]\n  : 1\n",
+        None,
+        None,
+        "found an unhashable key",
+    ),
+    (
         "a-key-twice",
         "- name: a\n  name: b\n  signal: {kind: metric, name: x}\n",
         None,
@@ -566,3 +573,18 @@ def test_label_matchers_all_must_hold() -> None:
     assert not matches({"surface": "search", "region": "eu"})
     assert not matches({"region": "eu"})
     assert compile_matchers({})({"anything": "goes"})
+
+
+def test_keys_merged_from_an_anchor_may_be_overridden(tmp_path: Path) -> None:
+    """YAML merge keys (`<<: *anchor`) are not keys given twice."""
+    path = tmp_path / "shop.yaml"
+    path.write_text(
+        "product: shop\nowner: team\nreceiver: oncall\n"
+        "monitors:\n"
+        "  - name: a\n    signal: {kind: metric, name: x}\n"
+        "    alert: &paging {severity: page, for: 1h}\n"
+        "  - name: b\n    signal: {kind: metric, name: y}\n    alert: {<<: *paging, for: 2h}\n"
+    )
+    spec = load_product(path)
+    policies = [(m.alert.severity, m.alert.for_) for m in spec.monitors]
+    assert policies == [("page", "1h"), ("page", "2h")]

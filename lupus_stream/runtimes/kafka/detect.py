@@ -170,17 +170,17 @@ class DetectStage:
             now=datetime.now(UTC),  # a worker runs on wall-clock time
         )
         for error in decoded.errors:
-            await self._deadletter(message, error.describe(), error.raw, error.index, error.field)
+            await self._deadletter(
+                message, error.describe(), error.raw, error.index, error.field, error.rule
+            )
         # the whole message at once (grouped by series), with the outcomes of
         # `process` record by record, in their order
         self.counts.records += len(decoded.records)
-        single = len(decoded.records) == 1 and not decoded.errors
         for k, outcome in state.engine.process_each(decoded.records):
             if outcome.errors:  # kept: the record (its place in a batch) and why
-                raw = b"" if single else _encoder.encode(decoded.records[k])
-                index = None if single else decoded.position(k)
+                raw, index = decoded.origin(k, message.value)
                 for reason in outcome.errors:
-                    await self._deadletter(message, reason, raw, index)
+                    await self._deadletter(message, reason, raw, index, rule="detector failure")
             await self.emit(outcome)
 
     async def emit(self, outcome: Outcome) -> None:
@@ -199,10 +199,11 @@ class DetectStage:
         raw: bytes = b"",
         index: int | None = None,
         field_path: str | None = None,
+        rule: str | None = None,
     ) -> None:
         source = f"{message.topic}[{message.partition}]@{message.offset}"
         await self._keep(
-            message.topic.encode(), source, reason, raw or message.value, index, field_path
+            message.topic.encode(), source, reason, raw or message.value, index, field_path, rule
         )
 
     async def _keep(
@@ -213,6 +214,7 @@ class DetectStage:
         raw: bytes,
         index: int | None = None,
         field_path: str | None = None,
+        rule: str | None = None,
     ) -> None:
         entry = DeadLetter(
             source=source,
@@ -221,7 +223,7 @@ class DetectStage:
             raw=raw,
             record_index=index,
             field=field_path,
-            rule=reason.rpartition(": ")[2],
+            rule=reason.rpartition(": ")[2] if rule is None else rule,
         )
         self.counts.deadlettered += 1
         await self.output.deadletter(key, _encoder.encode(entry))
@@ -270,5 +272,6 @@ class DetectStage:
                 outcome = state.engine.tick(now)
                 for reason in outcome.errors:  # an absence or freshness check that failed
                     at = datetime.fromtimestamp(now, UTC).isoformat()
-                    await self._keep(b"tick", f"tick of partition {number} at {at}", reason, b"")
+                    source = f"tick of partition {number} at {at}"
+                    await self._keep(b"tick", source, reason, b"", rule="detector failure")
                 await self.emit(outcome)
