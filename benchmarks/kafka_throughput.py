@@ -97,7 +97,6 @@ HINT = (
 )
 PRODUCTS = ("shop", "ads", "search", "feed")
 METRICS = ("orders", "revenue", "latency_ms", "errors", "sessions")
-START = datetime(2026, 1, 5, tzinfo=UTC)
 # Seconds between two looks at the worker's counters: short around the two ends of the
 # window, longer in between (a scrape costs the worker about 1 ms of CPU).
 POLL_EDGE, POLL_MIDDLE = 0.02, 0.1
@@ -137,6 +136,9 @@ def generate(
     per_signal = max(1, n_series // len(signals))
     series = [(p, m, f"r{i:02d}") for p, m in signals for i in range(per_signal)]
     points = max(1, n_records // len(series))
+    # the last point an hour ago: a worker refuses events more than a day ahead of its clock
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    start = now - timedelta(hours=points)
     shape = {
         s: (
             math.exp(rng.uniform(math.log(50), math.log(50_000))),  # level
@@ -148,7 +150,7 @@ def generate(
     }
     records: list[InputRecord] = []
     for t in range(points):
-        ts = START + timedelta(hours=t)
+        ts = start + timedelta(hours=t)
         for s in series:
             level, amplitude, noise, phase = shape[s]
             x = level * (1 + amplitude * math.sin(2 * math.pi * (t + phase) / 24))

@@ -19,8 +19,7 @@ from typing import Any
 import msgspec
 
 from lupus_stream.contracts import MetricPoint
-from lupus_stream.contracts.decode import EARLIEST, LATEST, TIME_RULE
-from lupus_stream.contracts.records import MAX_MAGNITUDE
+from lupus_stream.contracts.records import EARLIEST, LATEST, MAX_MAGNITUDE, TIME_RULE
 from lupus_stream.detection import registry
 from lupus_stream.detection.base import Verdict
 from lupus_stream.engine import Engine

@@ -120,6 +120,17 @@ def test_naive_datetimes_are_rejected(call: Callable[[Any], None], field: str) -
 
 
 @pytest.mark.parametrize(
+    "ts", [datetime(2200, 1, 1, tzinfo=UTC), datetime(1899, 12, 31, 23, 59, tzinfo=UTC)]
+)
+def test_times_beyond_the_contract_are_rejected_as_the_decoder_would(ts: datetime) -> None:
+    client = unstarted()
+    with pytest.raises(ValueError, match="field ts: Expected a time from 1900-01-01 to before"):
+        client.report_metric("shop", "orders", 1.0, ts=ts)
+    with pytest.raises(ValueError, match="field landed_at: Expected a time from 1900-01-01"):
+        client.report_source_landed("shop", "src", "p", 1, landed_at=ts)
+
+
+@pytest.mark.parametrize(
     ("call", "field"),
     [
         (lambda c: c.report_metric("shop", "orders", math.nan), "value"),

@@ -119,6 +119,9 @@ def run(
             wall_clock=http_port is not None if wall_clock is None else wall_clock,
             log=lambda m: errors.print(f"[dim]{m}[/]"),
         )
+    except sqlite3.OperationalError as exc:  # not the content: permissions, a lock, a disk
+        errors.print(f"[red]error:[/] cannot use the state in {data_dir}/{DB_FILE}: {exc}")
+        raise typer.Exit(1) from None
     except (StateError, sqlite3.DatabaseError) as exc:
         errors.print(
             f"[red]error:[/] the state in {data_dir}/{DB_FILE} cannot be restored ({exc}); "

@@ -14,6 +14,9 @@ import msgspec
 from lupus_stream.contracts.decode import MAX_MESSAGE_BYTES
 from lupus_stream.contracts.names import NAME_RULE, bad_name
 from lupus_stream.contracts.records import (
+    EARLIEST,
+    LATEST,
+    TIME_RULE,
     InputRecord,
     Label,
     MetricPoint,
@@ -77,6 +80,8 @@ def _timestamp(field_name: str, value: datetime | None) -> datetime:
                 value.year, value.month, value.day, value.hour, value.minute,
                 value.second, value.microsecond, value.tzinfo, fold=value.fold,
             )  # fmt: skip
+        if not EARLIEST <= value < LATEST:
+            raise ValueError(f"field {field_name}: {TIME_RULE}, got {value.isoformat()}")
     return value
 
 

@@ -11,14 +11,21 @@ import operator
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
 import msgspec
 
 from lupus_stream.contracts.names import NAME_RULE, all_names_valid, bad_name
-from lupus_stream.contracts.records import INPUT_TYPES, InputBase, InputRecord
+from lupus_stream.contracts.records import (
+    EARLIEST,
+    INPUT_TYPES,
+    LATEST,
+    TIME_RULE,
+    InputBase,
+    InputRecord,
+)
 
 MAX_MESSAGE_BYTES = 1_048_576
 _AT_PATH = re.compile(r"^(?P<rule>.*?)(?: - at (?P<key>`key` in )?`(?P<path>[^`]*)`)?$", re.S)
@@ -26,11 +33,6 @@ _AT_PATH = re.compile(r"^(?P<rule>.*?)(?: - at (?P<key>`key` in )?`(?P<path>[^`]
 _NAMED_FIELD = re.compile(r"(?:missing required|contains unknown) field `([^`]+)`")
 _TOO_DEEP = "JSON nested too deeply"
 _PRODUCT = operator.attrgetter("product")
-# event times outside these bounds are mistakes (and beyond year 9999 once in UTC, where
-# datetimes end)
-EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
-LATEST = datetime(2200, 1, 1, tzinfo=UTC)
-TIME_RULE = "Expected a time from 1900-01-01 to before 2200-01-01 UTC"
 # how far ahead of its clock a receiver on wall-clock time accepts an event: a record
 # stamped in the future would make every later point of its series a late one
 FUTURE_SKEW = timedelta(days=1)

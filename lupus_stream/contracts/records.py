@@ -6,7 +6,7 @@ can mix them; on Kafka each input topic accepts exactly one type.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, ClassVar, Literal
 
 import msgspec
@@ -25,6 +25,11 @@ Labels = dict[Name, Text]
 # cannot overflow to infinity and scores cannot become NaN.
 MAX_MAGNITUDE = 1e100
 Number = Annotated[float, msgspec.Meta(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)]
+# Event times outside these bounds are mistakes (and past year 9999 once in UTC, where
+# datetimes end); the decoder checks them, as msgspec has no bounds for datetimes.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+TIME_RULE = "Expected a time from 1900-01-01 to before 2200-01-01 UTC"
 FeatureValue = Number | str | bool | None
 Prediction = Number | str | bool | list[Text]
 
