@@ -57,12 +57,18 @@ def message(offset: int, hours: list[int], value: float) -> InputMessage:
 class Snapshots:
     def __init__(self) -> None:
         self.data: dict[int, bytes] = {}
+        self.aside: dict[str, bytes] = {}
 
     async def get(self, partition: int) -> bytes | None:
         return self.data.get(partition)
 
     async def put(self, partition: int, data: bytes) -> None:
         self.data[partition] = data
+
+    async def set_aside(self, partition: int, data: bytes) -> str:
+        key = f"aside:{partition}:{len(self.aside)}"
+        self.aside[key] = data
+        return key
 
 
 class SlowOutput:
@@ -224,19 +230,25 @@ def test_a_check_that_fails_at_a_tick_is_a_dead_letter(
 
 
 def test_an_unreadable_snapshot_is_kept_and_the_partition_starts_afresh(tmp_path: Path) -> None:
-    async def scenario() -> tuple[Recorded, DetectStage]:
+    other_format = msgspec.msgpack.encode(PartitionSnapshot(99, {TOPIC: 3}, b""))
+
+    async def scenario() -> tuple[Recorded, DetectStage, Snapshots]:
         snapshots, output = Snapshots(), Recorded()
         snapshots.data[0] = b"\x93 not a snapshot"
+        snapshots.data[1] = other_format
         stage = DetectStage(catalog(tmp_path), snapshots, output, {TOPIC: "metric"}, print)
         await stage.handle(message(5, [0, 1], 500.0), "h")
-        return output, stage
+        await stage.partition(1)
+        return output, stage, snapshots
 
-    output, stage = asyncio.run(scenario())
-    [(key, kept)] = output.deadletters
+    output, stage, snapshots = asyncio.run(scenario())
+    [(key, kept), (_, second)] = output.deadletters
     assert key == b"snapshot" and kept["source"] == "snapshot of partition 0"
-    assert kept["reason"].startswith("unreadable, the partition starts afresh")
-    assert msgspec.convert(kept["raw"], bytes) == b"\x93 not a snapshot"
+    assert kept["reason"].startswith("unreadable, the partition starts afresh (16 bytes kept")
+    assert kept["rule"] == "unreadable snapshot" and "format 99, not 1" in second["reason"]
+    assert snapshots.aside == {"aside:0:0": b"\x93 not a snapshot", "aside:1:1": other_format}
     assert stage.counts.records == 2 and len(output.anomalies) == 2  # and it goes on
+    assert stage.partitions[1].offsets == {}  # not the offsets of a snapshot it cannot read
 
 
 def test_a_record_from_the_future_is_refused_and_its_series_goes_on(tmp_path: Path) -> None:

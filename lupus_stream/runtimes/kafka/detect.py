@@ -50,6 +50,8 @@ class SnapshotStore(Protocol):
 
     async def put(self, partition: int, data: bytes) -> None: ...
 
+    async def set_aside(self, partition: int, data: bytes) -> str: ...
+
 
 class Output(Protocol):
     """Where the stage's results go (Kafka topics in production)."""
@@ -126,17 +128,22 @@ class DetectStage:
             if data is not None:
                 try:
                     snap = msgspec.msgpack.decode(data, type=PartitionSnapshot)
-                    if snap.format == SNAPSHOT_FORMAT:
-                        state.engine.restore(snap.engine)
-                        state.offsets = dict(snap.offsets)
+                    if snap.format != SNAPSHOT_FORMAT:
+                        raise StateError(f"snapshot format {snap.format}, not {SNAPSHOT_FORMAT}")
+                    state.engine.restore(snap.engine)
+                    state.offsets = dict(snap.offsets)
                 except (msgspec.DecodeError, msgspec.ValidationError, StateError) as exc:
-                    # the partition goes on from a fresh state; the bytes are kept
+                    # the partition goes on from a fresh state; the bytes are set aside (too
+                    # large for a dead letter) and the dead letter says where
                     state = PartitionState(Engine(self.catalog))
+                    key = await self.snapshots.set_aside(number, data)
                     await self._keep(
                         b"snapshot",
                         f"snapshot of partition {number}",
-                        f"unreadable, the partition starts afresh: {exc}",
-                        data,
+                        f"unreadable, the partition starts afresh ({len(data)} bytes kept in "
+                        f"Redis at {key}): {exc}",
+                        b"",
+                        rule="unreadable snapshot",
                     )
             self.partitions[number] = state
         return state

@@ -9,6 +9,7 @@ processing time (the size is exported as a metric).
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 
@@ -23,3 +24,10 @@ class RedisSnapshotStore:
 
     async def put(self, partition: int, data: bytes) -> None:
         await self.client.set(self.prefix + str(partition), data)
+
+    async def set_aside(self, partition: int, data: bytes) -> str:
+        """Keep a snapshot that cannot be restored under a key of its own (the next
+        snapshot overwrites the partition's key); returns that key."""
+        key = f"{self.prefix}{partition}:unreadable:{uuid.uuid4().hex[:12]}"
+        await self.client.set(key, data)
+        return key
