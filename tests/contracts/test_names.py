@@ -6,10 +6,15 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
+from jsonschema import Draft202012Validator
 
 from lupus_stream.contracts import decode_message, names
 from lupus_stream.contracts.records import INPUT_TYPES, Label, MetricPoint
+from lupus_stream.contracts.topics import METRICS_TOPIC
+from lupus_stream.monitors.spec import Name as SpecName
+from tests.contracts.test_topics import TOPICS
 
 TS = datetime(2024, 5, 1, tzinfo=UTC)
 
@@ -51,10 +56,25 @@ def test_verdict_before_and_after_the_name_is_known(name: str, expected: bool) -
 
 @pytest.mark.parametrize(("name", "expected"), NAMES)
 def test_json_schema_and_monitor_names_give_the_same_verdicts(name: str, expected: bool) -> None:
-    """The pattern of the topics' JSON Schema, read as ECMA-262 reads it (`$` at the very
-    end only), and the monitor files' name rule agree with the decoder."""
-    assert (re.fullmatch(names.NAME_PATTERN, name) is not None) is expected
-    assert (re.search(names.NAME_PATTERN_WHOLE, name) is not None) is expected
+    """The topics' JSON Schema for names and the monitor files' name rule agree with the
+    decoder. The schema is checked with `jsonschema`, whose `pattern` is Python's
+    `re.search`, where `$` also matches before a final newline: ECMA-262's `$` (what other
+    JSON Schema readers use) does not, so for that one name the schema's verdict is the
+    pattern's full match."""
+    schema = TOPICS[METRICS_TOPIC].schema["$defs"]["name"]
+    valid = Draft202012Validator(schema).is_valid(name)
+    assert valid is (expected or name.endswith("\n"))
+    assert (re.fullmatch(schema["pattern"], name) is not None) is expected
+    try:
+        msgspec.convert({"monitor": name}, type=_MonitorName)
+    except msgspec.ValidationError:
+        assert not expected
+    else:
+        assert expected
+
+
+class _MonitorName(msgspec.Struct):
+    monitor: SpecName
 
 
 def test_a_bad_name_is_found_among_many_good_ones_of_mixed_types() -> None:
