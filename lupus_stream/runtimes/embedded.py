@@ -90,10 +90,14 @@ class EmbeddedRuntime:
             self.pipeline.close(self.offsets)
 
     async def _read_file(self, path: Path) -> None:
-        name = str(path.resolve())
+        # the file, not only its path: one put in its place (a new inode) is a new file
+        info = path.stat()
+        where = f"{path.resolve()}@"
+        name = f"{where}{info.st_dev}:{info.st_ino}"
         start = self.offsets.get(name, 0)
-        size = path.stat().st_size
-        if start > size:  # replaced or truncated since: its lines are new ones
+        if not start and any(key.startswith(where) for key in self.offsets):
+            self.log(f"{path}: another file than the one read before: read from the start")
+        if start > info.st_size:  # truncated since: its lines are new ones
             self.log(f"{path}: shorter than where it was left (byte {start}): read from the start")
             start = 0
         if start:

@@ -128,6 +128,19 @@ def test_unreadable_state_is_an_error_that_says_where(workdir: Path) -> None:
         assert "Traceback" not in broken.stderr
 
 
+def test_a_file_put_in_the_place_of_another_is_read_from_the_start(workdir: Path) -> None:
+    records = workdir / "in.jsonl"
+    records.write_text(metric(0, 50.0) + "\n")
+    assert lupus(workdir, "run", str(records), "--data-dir", "state").returncode == 0
+    fresh = workdir / "fresh.jsonl"  # longer than where the first run ended
+    fresh.write_text("\n".join(metric(h, 50.0) for h in range(1, 6)) + "\n" + metric(6, 500.0))
+    os.replace(fresh, records)
+    again = lupus(workdir, "run", str(records), "--data-dir", "state")
+    assert again.returncode == 0, again.stderr
+    assert "another file than the one read before" in again.stderr
+    assert [a["status"] for a in lines(workdir / "state" / "alerts.jsonl")] == ["firing"]
+
+
 def test_a_file_replaced_by_a_shorter_one_is_read_from_the_start(workdir: Path) -> None:
     records = workdir / "in.jsonl"
     records.write_text("\n".join(metric(h, 50.0) for h in range(6)) + "\n")
