@@ -22,6 +22,8 @@ class ThresholdParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     upper: float | None = None
 
     def __post_init__(self) -> None:
+        if self.lower is None and self.upper is None:  # it could never fire
+            raise ValueError("a threshold needs lower, upper or both")
         if self.lower is not None and self.upper is not None and self.lower > self.upper:
             raise ValueError(f"lower ({self.lower}) must not exceed upper ({self.upper})")
 

@@ -40,11 +40,12 @@ def test_bounds_are_inclusive_and_one_sided() -> None:
     assert v is not None and not v.anomalous
 
 
-def test_no_bounds_never_fires() -> None:
-    d = ThresholdDetector()
-    values = np.random.default_rng(1).normal(0, 1e6, 100).tolist()
-    verdicts = d.update_many(range(100), values)
-    assert all(v is not None and not v.anomalous for v in verdicts)
+def test_a_threshold_without_bounds_is_refused() -> None:
+    """It could never fire: a monitor that names neither bound is a mistake."""
+    with pytest.raises(DetectorConfigError, match="a threshold needs lower, upper or both"):
+        registry.parse_params("threshold", {})
+    with pytest.raises(ValueError, match="needs lower, upper or both"):
+        ThresholdDetector()
 
 
 def test_missing_gives_no_verdict() -> None:

@@ -296,6 +296,13 @@ INVALID = [
         "unknown timezone 'Mars/Olympus'",
     ),
     (
+        "threshold-without-bounds",
+        "- name: m\n  signal: {kind: metric, name: x}\n  detector: {kind: threshold}\n",
+        "m",
+        "detector",
+        "a threshold needs lower, upper or both",
+    ),
+    (
         "threshold-bound-nan",
         "- name: m\n  signal: {kind: metric, name: x}\n"
         "  detector: {kind: threshold, lower: .nan}\n",
