@@ -108,7 +108,7 @@ TIMEOUT = 600.0  # seconds a stage may take before the benchmark gives up
 
 def write_catalog(directory: Path, detector: str | None = None) -> None:
     """One file per product; every metric gets a monitor with `detector` (None: the
-    default one)."""
+    default one; `threshold` with a bound no point reaches)."""
     directory.mkdir(parents=True, exist_ok=True)
     for product in PRODUCTS:
         lines = [
@@ -123,8 +123,9 @@ def write_catalog(directory: Path, detector: str | None = None) -> None:
                 f"    signal: {{kind: metric, name: {name}}}",
                 "    alert: {severity: ticket}",
             ]
-            if detector is not None:
-                lines.append(f"    detector: {{kind: {detector}}}")
+            if detector is not None:  # at its defaults (a threshold needs a bound)
+                extra = ", upper: 1.0e+12" if detector == "threshold" else ""
+                lines.append(f"    detector: {{kind: {detector}{extra}}}")
         (directory / f"{product}.yaml").write_text("\n".join(lines) + "\n")
 
 
