@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from lupus_stream.contracts.names import NAME_RULE, all_names_valid, bad_name
+from lupus_stream.contracts.names import NAME_RULE, all_names_valid, bad_name, by_type
 from lupus_stream.contracts.records import (
     EARLIEST,
     INPUT_TYPES,
@@ -129,7 +129,7 @@ def decode_message(
     `now`: the receiver's clock, when it runs on one; events more than `FUTURE_SKEW`
     after it are refused."""
     accept = tuple(accept)
-    bounds = _Bounds(LATEST if now is None else min(LATEST, now + FUTURE_SKEW), now is not None)
+    bounds = _UNBOUNDED if now is None else _Bounds(min(LATEST, now + FUTURE_SKEW), True)
     if len(data) > max_bytes:
         return Decoded(errors=[RecordError(f"message of {len(data)} bytes exceeds {max_bytes}")])
     try:
@@ -166,10 +166,11 @@ class _Bounds:
         return TIME_RULE
 
 
-def _times_in_range(records: list[InputRecord], latest: datetime) -> bool:
-    kinds: set[type[InputBase]] = set(map(type, records))
-    for cls in kinds:
-        of_cls = records if len(kinds) == 1 else [r for r in records if type(r) is cls]
+_UNBOUNDED = _Bounds(LATEST, False)
+
+
+def _times_in_range(records: list[InputBase], latest: datetime) -> bool:
+    for cls, of_cls in by_type(records):
         times = list(map(operator.attrgetter(cls.time_field), of_cls))
         if times and not (min(times) >= EARLIEST and max(times) < latest):
             return False

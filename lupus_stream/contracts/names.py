@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
+
+T = TypeVar("T")
 
 # ASCII spelled out: JSON Schema's regular expressions read `\w` as ASCII, Python's as
 # any Unicode letter, and both must give the same verdict
@@ -75,11 +77,17 @@ def _remember(names: Iterable[str]) -> bool:
     return ok
 
 
-def all_names_valid(records: Sequence[msgspec.Struct]) -> bool:
-    """Whether every name of these records follows the rule (the common case, fast)."""
+def by_type(records: Sequence[T]) -> Iterator[tuple[type[T], Sequence[T]]]:
+    """(type, its records) for each exact type in a batch; a batch of one type (the usual
+    case) is not copied. The decoder's whole-batch checks go type by type."""
     kinds = set(map(type, records))
     for cls in kinds:
-        of_cls = records if len(kinds) == 1 else [r for r in records if type(r) is cls]
+        yield cls, records if len(kinds) == 1 else [r for r in records if type(r) is cls]
+
+
+def all_names_valid(records: Sequence[msgspec.Struct]) -> bool:
+    """Whether every name of these records follows the rule (the common case, fast)."""
+    for cls, of_cls in by_type(records):
         for _, get, is_keyed in _getters(cls):
             values = map(get, of_cls)
             names = _NONE.union(*values) if is_keyed else set(values)
