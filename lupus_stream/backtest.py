@@ -142,7 +142,7 @@ def backtest(
         )
         verdicts.clear()
         outcome = engine.process(record)
-        result.errors.extend(f"{path}: line {row.line}: {e}" for e in outcome.errors)
+        result.errors.extend(f"{path}: line {row.line}: {e.reason}" for e in outcome.errors)
         verdict = verdicts.get(row.t)
         if verdict is None:
             continue

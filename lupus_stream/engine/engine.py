@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -56,15 +56,34 @@ _PLAIN = frozenset({datetime})
 _FIXED_OFFSET = frozenset({timezone})
 _VALUE = operator.attrgetter("value")
 
+# outcome entries tagged (record index, rank), see `Engine._tag`
+_Tagged = list[tuple[int, int, "Anomaly | EngineError"]]
 # (position of the monitor among those of the signal, the monitor, its series labels,
 # the series key) for every metric monitor that selects a label set
 _Routes = list[tuple[int, Monitor, dict[str, str], str]]
 
 
+DETECTOR_FAILURE = "detector failure"
+SERIES_LIMIT = "series limit"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineError:
+    """Why a record (or a tick) could not be handled by one monitor, and the rule broken:
+    `DETECTOR_FAILURE` (a detector raised) or `SERIES_LIMIT` (a new label set beyond the
+    monitor's `max_series`)."""
+
+    reason: str
+    rule: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
 @dataclass(slots=True)
 class Outcome:
     anomalies: list[Anomaly] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    errors: list[EngineError] = field(default_factory=list)
 
 
 class _Group:
@@ -128,6 +147,7 @@ class Engine:
         self._joins: dict[str, LabelJoin] = {}
         self._absent_after: dict[str, float] = {}
         self._routes: dict[tuple[str, str, tuple[tuple[str, str], ...]], _Routes] = {}
+        self._series_count: dict[str, int] = defaultdict(int)  # by monitor id
         for monitor in catalog.monitors:
             self._route(monitor)
 
@@ -177,7 +197,28 @@ class Engine:
     def _new_series(self, monitor: Monitor, labels: dict[str, str], key: str) -> Series:
         detector = registry.make(monitor.detector_kind, self._detector_params(monitor))
         series = self.series[key] = Series(monitor, labels, detector, key)
+        self._series_count[monitor.id] += 1
         return series
+
+    def _metric_series(self, monitor: Monitor, labels: dict[str, str], key: str) -> Series | None:
+        """A metric monitor's series for a label set; None when it would be a new one
+        beyond the monitor's `max_series` (a label with unbounded values must not grow a
+        worker's memory without bound)."""
+        series = self.series.get(key)
+        if series is None:
+            assert isinstance(monitor.signal, MetricSignal)
+            if self._series_count[monitor.id] >= monitor.signal.max_series:
+                return None
+            series = self._new_series(monitor, dict(labels), key)
+        return series
+
+    def _untracked(self, monitor: Monitor, key: str) -> EngineError:
+        assert isinstance(monitor.signal, MetricSignal)
+        return EngineError(
+            f"monitor {monitor.id}: series {key} not tracked: the monitor has "
+            f"{self._series_count[monitor.id]} series, max_series is {monitor.signal.max_series}",
+            SERIES_LIMIT,
+        )
 
     # -- records -------------------------------------------------------------------
 
@@ -217,7 +258,7 @@ class Engine:
         """
         if not isinstance(records, Sequence):
             records = list(records)
-        results: list[tuple[int, int, Anomaly | str]] = []
+        results: _Tagged = []
         n = len(records)
         kinds = list(map(type, records))
         if self.on_verdict is not None:
@@ -243,7 +284,7 @@ class Engine:
         self,
         records: Sequence[InputRecord],
         offset: int,
-        results: list[tuple[int, int, Anomaly | str]],
+        results: _Tagged,
     ) -> None:
         """Metric points (exactly, not subclasses) that came at `offset` in a batch."""
         points: Sequence[MetricPoint] = records  # type: ignore[assignment]
@@ -278,8 +319,9 @@ class Engine:
         for indices in by_route:
             first = indices[0]
             targets: list[_Group] = []
+            refused: list[tuple[int, EngineError]] = []
             try:
-                self._groups(routes[first], points[first].labels, groups, offset, targets)
+                self._groups(routes[first], points[first].labels, groups, offset, targets, refused)
             except Exception:
                 # where `process` raises (a series that cannot be made): what it does up to
                 # there is feed the points before this one, then this one to the series
@@ -292,9 +334,13 @@ class Engine:
                     scratch = Outcome()
                     self._feed(group.series, t, values[first], scratch)
                     self._tag(offset + first, scratch, results, group.position)
+                for position, error in refused:
+                    results.append((offset + first, position, error))
                 raise
             for group in targets:
                 group.parts.append(indices)
+            for position, error in refused:
+                results.extend((offset + i, position, error) for i in indices)
         newest = max(times)
         if self.watermark is None or newest > self.watermark:
             self.watermark = newest
@@ -313,15 +359,18 @@ class Engine:
         groups: dict[str, _Group],
         offset: int,
         out: list[_Group],
+        refused: list[tuple[int, EngineError]],
     ) -> None:
         """The batch's groups a metric point with these labels goes to, into `out`, series
-        made as `process` makes them."""
+        made as `process` makes them; (position, error) of the monitors that have no
+        room for a new series into `refused`."""
         for position, monitor, series_labels, key in self._metric_routes(route, labels):
             group = groups.get(key)
             if group is None:
-                series = self.series.get(key)
+                series = self._metric_series(monitor, series_labels, key)
                 if series is None:
-                    series = self._new_series(monitor, dict(series_labels), key)
+                    refused.append((position, self._untracked(monitor, key)))
+                    continue
                 group = groups[key] = _Group(series, position, offset)
             out.append(group)
 
@@ -343,9 +392,7 @@ class Engine:
             self._routes[route] = routes
         return routes
 
-    def _feed_groups(
-        self, groups: dict[str, _Group], results: list[tuple[int, int, Anomaly | str]]
-    ) -> None:
+    def _feed_groups(self, groups: dict[str, _Group], results: _Tagged) -> None:
         """Each group's points to its series: one `update_batches` call per detector class
         with a batch path of its own, `_feed` point by point otherwise."""
         native: dict[type[Any], list[_Group]] = {}
@@ -368,7 +415,7 @@ class Engine:
             for group, batch in zip(batch_groups, batches, strict=True):
                 self._judge_batch(group, batch, results)
 
-    def _feed_batch(self, group: _Group, results: list[tuple[int, int, Anomaly | str]]) -> None:
+    def _feed_batch(self, group: _Group, results: _Tagged) -> None:
         try:
             batch = group.series.detector.update_batch(group.ts, group.xs)
         except Exception:  # state untouched: point by point finds the point and says so
@@ -376,9 +423,7 @@ class Engine:
         else:
             self._judge_batch(group, batch, results)
 
-    def _feed_one_by_one(
-        self, group: _Group, results: list[tuple[int, int, Anomaly | str]]
-    ) -> None:
+    def _feed_one_by_one(self, group: _Group, results: _Tagged) -> None:
         scratch = Outcome()
         for i, t, x in zip(group.index, group.ts, group.xs, strict=True):
             self._feed(group.series, t, x, scratch)
@@ -386,9 +431,7 @@ class Engine:
                 self._tag(group.offset + i, scratch, results, group.position)
                 scratch = Outcome()
 
-    def _judge_batch(
-        self, group: _Group, batch: VerdictBatch, results: list[tuple[int, int, Anomaly | str]]
-    ) -> None:
+    def _judge_batch(self, group: _Group, batch: VerdictBatch, results: _Tagged) -> None:
         """What `_feed` does after `update`, for each verdict of a batch (no `on_verdict`):
         only anomalous verdicts, and those after an anomaly or an absence, matter."""
         series, ts, xs, flags = group.series, group.ts, group.xs, batch.flags
@@ -426,9 +469,7 @@ class Engine:
             i += 1
 
     @staticmethod
-    def _tag(
-        i: int, outcome: Outcome, results: list[tuple[int, int, Anomaly | str]], sub: int = 0
-    ) -> None:
+    def _tag(i: int, outcome: Outcome, results: _Tagged, sub: int = 0) -> None:
         """Entries of a record's outcome, tagged (record, rank) so that a stable sort
         restores `process`'s order of anomalies and of errors (within a metric point's
         outcome: by monitor, from `sub`, each monitor giving at most one entry)."""
@@ -438,13 +479,13 @@ class Engine:
             results.append((i, sub + k, error))
 
     @staticmethod
-    def _untag(results: list[tuple[int, int, Anomaly | str]]) -> list[tuple[int, Outcome]]:
+    def _untag(results: _Tagged) -> list[tuple[int, Outcome]]:
         results.sort(key=lambda entry: (entry[0], entry[1]))
         out: list[tuple[int, Outcome]] = []
         for i, _, item in results:
             if not out or out[-1][0] != i:
                 out.append((i, Outcome()))
-            if isinstance(item, str):
+            if isinstance(item, EngineError):
                 out[-1][1].errors.append(item)
             else:
                 out[-1][1].anomalies.append(item)
@@ -455,8 +496,11 @@ class Engine:
             verdict = series.detector.update(t, x)
         except Exception as exc:  # a detector bug must not stop the other monitors
             out.errors.append(
-                f"monitor {series.monitor.id}: detector {series.detector.kind} "
-                f"failed: {type(exc).__name__}: {exc}"
+                EngineError(
+                    f"monitor {series.monitor.id}: detector {series.detector.kind} "
+                    f"failed: {type(exc).__name__}: {exc}",
+                    DETECTOR_FAILURE,
+                )
             )
             return
         if x is not None:  # a point reported as missing does not count as data arriving
@@ -477,9 +521,10 @@ class Engine:
         labels = record.labels
         route = (record.product, record.name, tuple(labels.items()))
         for _, monitor, series_labels, key in self._metric_routes(route, labels):
-            series = self.series.get(key)
-            if series is None:  # its own labels, as anomalies hand them out
-                series = self._new_series(monitor, dict(series_labels), key)
+            series = self._metric_series(monitor, series_labels, key)
+            if series is None:
+                out.errors.append(self._untracked(monitor, key))
+                continue
             self._feed(series, t, record.value, out)
 
     def _on_prediction(self, record: PredictionLog, t: float, out: Outcome) -> None:
@@ -561,8 +606,11 @@ class Engine:
             verdict = check(t)
         except Exception as exc:
             out.errors.append(
-                f"monitor {series.monitor.id}: detector {series.detector.kind} "
-                f"check failed: {type(exc).__name__}: {exc}"
+                EngineError(
+                    f"monitor {series.monitor.id}: detector {series.detector.kind} "
+                    f"check failed: {type(exc).__name__}: {exc}",
+                    DETECTOR_FAILURE,
+                )
             )
             return
         if self.on_verdict is not None and verdict is not None:
@@ -627,4 +675,6 @@ class Engine:
                 restored = LabelJoin.restore(join)
                 restored.window = current.window  # `join_within` may have been edited
                 self._joins[key] = restored
+        # all restored series are kept, also beyond a `max_series` lowered since
+        self._series_count = defaultdict(int, Counter(s.monitor.id for s in self.series.values()))
         return notes

@@ -47,6 +47,8 @@ class MetricSignal(_Signal, tag="metric", frozen=True, kw_only=True):
     name: Name
     labels: dict[Name, str] = {}  # matchers by label name (names as records carry them)
     absent_after: Duration | None = None
+    # label sets tracked per engine; points of further ones are dead letters
+    max_series: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000
 
     def __post_init__(self) -> None:
         if self.absent_after is not None and _duration("absent_after", self.absent_after) <= 0:

@@ -81,8 +81,8 @@ class Pipeline:
                 self.counts.records += 1
                 if outcome.errors:  # kept: the record (its place in a batch) and why
                     raw, index = decoded.origin(k, data)
-                    for reason in outcome.errors:
-                        self.deadletter(source, reason, raw, index, None, "detector failure")
+                    for failure in outcome.errors:
+                        self.deadletter(source, failure.reason, raw, index, None, failure.rule)
                 self._emit(outcome)
             watermark = self.engine.watermark
             if watermark is not None and (
@@ -101,9 +101,9 @@ class Pipeline:
     def _tick(self, now: float) -> None:
         self._last_tick = now
         outcome = self.engine.tick(now)
-        for reason in outcome.errors:  # an absence or freshness check that failed
+        for error in outcome.errors:  # an absence or freshness check that failed
             at = datetime.fromtimestamp(now, UTC).isoformat()
-            self.deadletter(f"tick at {at}", reason, b"", None, None, "detector failure")
+            self.deadletter(f"tick at {at}", error.reason, b"", None, None, error.rule)
         self._emit(outcome)
         for event in self.processor.tick(now):
             self._alert(event)

@@ -517,9 +517,10 @@ def test_detector_that_raises_is_reported_and_others_go_on(
 
     monkeypatch.setattr(fragile.detector, "update", broken)
     out = engine.process(metric(1, 500.0))
-    assert len(out.errors) == 1
-    assert "shop/fragile" in out.errors[0]
-    assert "seasonal" in out.errors[0] and "RuntimeError: boom" in out.errors[0]
+    [error] = out.errors
+    assert error.rule == "detector failure"
+    assert "shop/fragile" in error.reason
+    assert "seasonal" in error.reason and "RuntimeError: boom" in error.reason
     assert states(out.anomalies) == [("shop/sturdy", "anomalous", "threshold")]
     assert fragile.last_seen == at(0).timestamp()  # a failed update is not data
     monkeypatch.undo()
@@ -536,12 +537,67 @@ def test_check_that_raises_is_reported(tmp_path: Path, monkeypatch: pytest.Monke
 
     monkeypatch.setattr(source.detector, "check", broken)
     out = engine.tick(at(40))
-    assert len(out.errors) == 1 and "shop/clicks_landed" in out.errors[0]
-    assert "bad clock" in out.errors[0]
+    [error] = out.errors
+    assert error.rule == "detector failure"
+    assert "shop/clicks_landed" in error.reason and "bad clock" in error.reason
     assert states(out.anomalies) == [("shop/hourly_orders", "anomalous", "missing_data")]
 
 
 # -- state ------------------------------------------------------------------------------
+
+CAPPED = """
+- name: capped
+  signal: {kind: metric, name: latency, max_series: 2}
+  detector: {kind: threshold, upper: 100}
+- name: open
+  signal: {kind: metric, name: latency}
+  detector: {kind: threshold, upper: 100}
+"""
+
+
+def test_label_sets_beyond_max_series_are_refused_with_a_reason(tmp_path: Path) -> None:
+    cat = catalog(tmp_path, CAPPED)
+    engine = Engine(cat)
+    run(engine, [metric(0, 50.0, region="eu"), metric(0, 50.0, region="us")])
+    out = engine.process(metric(1, 500.0, region="ap"))
+    [error] = out.errors
+    assert error.rule == "series limit"
+    assert "shop/capped" in error.reason and "region=ap" in error.reason
+    assert "has 2 series, max_series is 2" in error.reason
+    # the other monitor takes the label set; the tracked ones go on
+    assert states(out.anomalies) == [("shop/open", "anomalous", "threshold")]
+    out = engine.process(metric(1, 500.0, region="eu"))
+    assert out.errors == []
+    assert states(out.anomalies) == [
+        ("shop/capped", "anomalous", "threshold"),
+        ("shop/open", "anomalous", "threshold"),
+    ]
+    assert sorted(s.labels["region"] for s in engine.series.values()) == [
+        "ap",
+        "eu",
+        "eu",
+        "us",
+        "us",
+    ]
+    # the limit holds after a restart
+    restored = Engine(cat)
+    restored.restore(engine.snapshot())
+    [error] = restored.process(metric(2, 50.0, region="ap")).errors
+    assert error.rule == "series limit"
+    assert restored.process(metric(2, 50.0, region="us")).errors == []
+
+
+def test_restored_series_are_kept_when_max_series_is_lowered(tmp_path: Path) -> None:
+    engine = Engine(catalog(tmp_path / "before", CAPPED))
+    run(engine, [metric(0, 50.0, region="eu"), metric(0, 50.0, region="us")])
+    lowered = Engine(catalog(tmp_path / "after", CAPPED.replace("max_series: 2", "max_series: 1")))
+    assert lowered.restore(engine.snapshot()) == []
+    out = run(lowered, [metric(1, 500.0, region="eu"), metric(1, 500.0, region="us")])
+    assert out.errors == []
+    assert len(out.anomalies) == 4
+    [error] = lowered.process(metric(1, 50.0, region="ap")).errors
+    assert "has 2 series, max_series is 1" in error.reason
+
 
 EVERYTHING = SPIKE + ABSENT + ACCURACY + FRESHNESS
 

@@ -40,6 +40,9 @@ MONITORS = """
 - name: latency_even
   signal: {kind: metric, name: latency, labels: {region: "!~ap"}}
   detector: {kind: robust, window: 8, min_history: 4, threshold: 3.0, shift_after: 4}
+- name: latency_few
+  signal: {kind: metric, name: latency, max_series: 2}
+  detector: {kind: robust, window: 5, min_history: 3, shift_after: 2}
 - name: orders
   signal: {kind: metric, name: orders, absent_after: 3h}
   detector: {kind: robust, window: 6, min_history: 3, threshold: 3.5, shift_after: 2}
@@ -203,21 +206,24 @@ def test_batches_with_equal_stamps_that_are_other_instants(tmp_path: Path) -> No
 
 
 def test_random_streams_reach_every_state(tmp_path: Path) -> None:
-    """The randomised streams cover what matters: anomalies, shifts, recoveries, absence."""
+    """The randomised streams cover what matters: anomalies, shifts, recoveries, absence,
+    label sets beyond a monitor's `max_series`."""
     cat = make_catalog(tmp_path)
     engine = Engine(cat)
-    kinds, states, absent = set(), set(), False
+    kinds, states, rules, absent = set(), set(), set(), False
     rng = random.Random(5)
     for seed in range(12):
         for chunk in chunks(random_records(seed), rng):
             for _, out in engine.process_each(chunk):
                 kinds |= {a.kind for a in out.anomalies}
                 states |= {a.state for a in out.anomalies}
+                rules |= {e.rule for e in out.errors}
             tick = engine.tick(tick_time(chunk, rng))
             absent |= any(a.kind == "missing_data" for a in tick.anomalies)
         engine = Engine(cat)
     assert {"outlier", "level_shift", "threshold"} <= kinds
     assert states == {"anomalous", "recovered"}
+    assert rules == {"series limit"}
     assert absent
 
 

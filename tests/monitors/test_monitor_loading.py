@@ -258,6 +258,13 @@ INVALID = [
         "must be positive",
     ),
     (
+        "zero-max-series",
+        "- name: m\n  signal: {kind: metric, name: x, max_series: 0}\n",
+        "m",
+        "signal.max_series",
+        "Expected `int` >= 1",
+    ),
+    (
         "bad-join-within",
         "- name: m\n  signal: {kind: accuracy, model: x, join_within: soon}\n",
         "m",

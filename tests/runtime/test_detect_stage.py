@@ -23,17 +23,17 @@ from lupus_stream.runtimes.kafka.detect import DetectStage, InputMessage, Partit
 TOPIC = "lupus.metrics"
 
 
-def catalog(tmp_path: Path) -> Catalog:
+def catalog(tmp_path: Path, signal: str = "{kind: metric, name: orders}") -> Catalog:
     (tmp_path / "shop.yaml").write_text(
         textwrap.dedent(
-            """\
+            f"""\
             product: shop
             owner: team
             receiver: oncall
             monitors:
               - name: orders
-                signal: {kind: metric, name: orders}
-                detector: {kind: threshold, upper: 100}
+                signal: {signal}
+                detector: {{kind: threshold, upper: 100}}
             """
         )
     )
@@ -161,12 +161,13 @@ class Recorded:
         return None
 
 
-def handled(tmp_path: Path, message: InputMessage) -> Recorded:
+def handled(tmp_path: Path, message: InputMessage, cat: Catalog | None = None) -> Recorded:
     """What a fresh stage sends for one message."""
 
     async def scenario() -> Recorded:
         output = Recorded()
-        stage = DetectStage(catalog(tmp_path), Snapshots(), output, {TOPIC: "metric"}, print)
+        monitors = catalog(tmp_path) if cat is None else cat
+        stage = DetectStage(monitors, Snapshots(), output, {TOPIC: "metric"}, print)
         await stage.handle(message, "h")
         return output
 
@@ -200,6 +201,22 @@ def test_a_record_whose_detector_fails_is_kept_with_its_place_in_the_message(
     )
     kept = msgspec.json.decode(msgspec.convert(failed["raw"], bytes), type=MetricPoint)
     assert kept.value == 13.0 and kept.ts.hour == 2
+
+
+def test_a_label_set_beyond_max_series_is_kept_with_its_rule(tmp_path: Path) -> None:
+    records = [
+        {**json.loads(message(0, [h], 500.0).value)[0], "labels": {"region": region}}
+        for h, region in ((0, "eu"), (1, "us"), (2, "eu"))
+    ]
+    cat = catalog(tmp_path, "{kind: metric, name: orders, max_series: 1}")
+    data = json.dumps(records).encode()
+    output = handled(tmp_path, InputMessage(TOPIC, 0, 3, b"shop/orders", data), cat)
+    [(_, refused)] = output.deadletters
+    assert refused["rule"] == "series limit" and refused["record_index"] == 1
+    assert "region=us" in refused["reason"] and "max_series is 1" in refused["reason"]
+    kept = msgspec.json.decode(msgspec.convert(refused["raw"], bytes), type=MetricPoint)
+    assert kept.labels == {"region": "us"}
+    assert len(output.anomalies) == 2  # both points of the tracked series
 
 
 def test_a_check_that_fails_at_a_tick_is_a_dead_letter(

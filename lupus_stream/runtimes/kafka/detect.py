@@ -186,8 +186,8 @@ class DetectStage:
         for k, outcome in state.engine.process_each(decoded.records):
             if outcome.errors:  # kept: the record (its place in a batch) and why
                 raw, index = decoded.origin(k, message.value)
-                for reason in outcome.errors:
-                    await self._deadletter(message, reason, raw, index, rule="detector failure")
+                for failure in outcome.errors:
+                    await self._deadletter(message, failure.reason, raw, index, rule=failure.rule)
             await self.emit(outcome)
 
     async def emit(self, outcome: Outcome) -> None:
@@ -277,8 +277,8 @@ class DetectStage:
         async with self._lock:
             for number, state in list(self.partitions.items()):
                 outcome = state.engine.tick(now)
-                for reason in outcome.errors:  # an absence or freshness check that failed
+                for error in outcome.errors:  # an absence or freshness check that failed
                     at = datetime.fromtimestamp(now, UTC).isoformat()
                     source = f"tick of partition {number} at {at}"
-                    await self._keep(b"tick", source, reason, b"", rule="detector failure")
+                    await self._keep(b"tick", source, error.reason, b"", rule=error.rule)
                 await self.emit(outcome)
