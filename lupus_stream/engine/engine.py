@@ -43,6 +43,7 @@ from lupus_stream.monitors import (
 from lupus_stream.monitors.matchers import compile_matchers
 
 SNAPSHOT_VERSION = 1
+DAY = 86400.0
 ROUTE_CACHE_SIZE = 100_000  # distinct (product, name, labels) whose routes are remembered
 
 _PRODUCT = operator.attrgetter("product")
@@ -146,6 +147,7 @@ class Engine:
         self._source: dict[tuple[str, str], list[Monitor]] = defaultdict(list)
         self._joins: dict[str, LabelJoin] = {}
         self._absent_after: dict[str, float] = {}
+        self._forget_after: dict[str, float] = {}
         self._routes: dict[tuple[str, str, tuple[tuple[str, str], ...]], _Routes] = {}
         self._series_count: dict[str, int] = defaultdict(int)  # by monitor id
         for monitor in catalog.monitors:
@@ -159,6 +161,7 @@ class Engine:
         signal, product = monitor.signal, monitor.product
         if isinstance(signal, MetricSignal):
             self._metric[(product, signal.name)].append((monitor, compile_matchers(signal.labels)))
+            self._forget_after[monitor.id] = parse_duration(signal.forget_after)
             if signal.absent_after:
                 self._absent_after[monitor.id] = parse_duration(signal.absent_after)
         elif isinstance(signal, FeatureSignal):
@@ -435,6 +438,9 @@ class Engine:
         """What `_feed` does after `update`, for each verdict of a batch (no `on_verdict`):
         only anomalous verdicts, and those after an anomaly or an absence, matter."""
         series, ts, xs, flags = group.series, group.ts, group.xs, batch.flags
+        newest = max(ts)
+        last = series.last_point
+        series.last_point = newest if last is None else max(last, newest)
         seen = ts if None not in xs else [t for t, x in zip(ts, xs, strict=True) if x is not None]
         if seen:
             newest = max(seen)
@@ -492,6 +498,7 @@ class Engine:
         return out
 
     def _feed(self, series: Series, t: float, x: Any, out: Outcome) -> None:
+        series.last_point = t if series.last_point is None else max(series.last_point, t)
         try:
             verdict = series.detector.update(t, x)
         except Exception as exc:  # a detector bug must not stop the other monitors
@@ -572,9 +579,11 @@ class Engine:
     # -- time ----------------------------------------------------------------------
 
     def tick(self, now: datetime | float) -> Outcome:
-        """Absence and freshness checks at `now` (event time: usually the watermark)."""
+        """Absence and freshness checks at `now` (event time: usually the watermark); metric
+        series without a point for their monitor's `forget_after` are dropped first."""
         t = now.timestamp() if isinstance(now, datetime) else now
         out = Outcome()
+        self._forget(t if self.watermark is None else min(t, self.watermark), out)
         for series in self.series.values():
             check = getattr(series.detector, "check", None)
             if check is not None:
@@ -600,6 +609,34 @@ class Engine:
         for join in self._joins.values():
             join.expire(t if self.watermark is None else min(t, self.watermark))
         return out
+
+    def _forget(self, t: float, out: Outcome) -> None:
+        """Drop the metric series idle past `forget_after` at `t` (the wall clock never
+        ahead of the newest event, so a replay of old data forgets nothing). A series
+        with an open anomaly or absence gets a last `recovered`, so its alert resolves
+        rather than fire for a series that is gone."""
+        if not self._forget_after:
+            return
+        gone = [
+            key
+            for key, series in self.series.items()
+            if (limit := self._forget_after.get(series.monitor.id)) is not None
+            and (series.last_point is None or t - series.last_point > limit)
+        ]
+        for key in gone:
+            series = self.series.pop(key)
+            self._series_count[series.monitor.id] -= 1
+            if series.absent or series.anomalous_since is not None:
+                days = self._forget_after[series.monitor.id] / DAY
+                verdict = Verdict(
+                    score=0.0,
+                    anomalous=False,
+                    kind="forgotten",
+                    detail=f"no point for more than {days:g} d (forget_after): series forgotten",
+                )
+                if self.on_verdict is not None:
+                    self.on_verdict(series, t, verdict)
+                out.anomalies.append(series.anomaly(t, "recovered", verdict))
 
     def _check(self, series: Series, t: float, check: Any, out: Outcome) -> None:
         try:
@@ -666,6 +703,7 @@ class Engine:
                 continue
             series = Series(monitor, item.labels, detector)
             series.last_seen = item.last_seen
+            series.last_point = item.last_seen if item.last_point is None else item.last_point
             series.anomalous_since = item.anomalous_since
             series.absent = item.absent
             self.series[series.key] = series

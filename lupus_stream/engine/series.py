@@ -53,12 +53,22 @@ class SeriesSnapshot(msgspec.Struct, array_like=True):
     last_seen: float | None
     anomalous_since: float | None
     absent: bool
+    last_point: float | None = None  # absent from snapshots written before it existed
 
 
 class Series:
     """Per-series state: the live detector, last event time, and whether it is anomalous."""
 
-    __slots__ = ("absent", "anomalous_since", "detector", "key", "labels", "last_seen", "monitor")
+    __slots__ = (
+        "absent",
+        "anomalous_since",
+        "detector",
+        "key",
+        "labels",
+        "last_point",
+        "last_seen",
+        "monitor",
+    )
 
     def __init__(
         self,
@@ -71,7 +81,8 @@ class Series:
         self.labels = labels
         self.key = series_key(monitor.id, labels) if key is None else key
         self.detector = detector
-        self.last_seen: float | None = None
+        self.last_seen: float | None = None  # event time of the latest value (not missing)
+        self.last_point: float | None = None  # of the latest point, missing values included
         self.anomalous_since: float | None = None
         self.absent = False
 
@@ -123,4 +134,5 @@ class Series:
             self.last_seen,
             self.anomalous_since,
             self.absent,
+            self.last_point,
         )

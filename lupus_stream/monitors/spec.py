@@ -49,10 +49,22 @@ class MetricSignal(_Signal, tag="metric", frozen=True, kw_only=True):
     absent_after: Duration | None = None
     # label sets tracked per engine; points of further ones are dead letters
     max_series: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000
+    forget_after: Duration = "30d"  # a series without a point this long is dropped
 
     def __post_init__(self) -> None:
-        if self.absent_after is not None and _duration("absent_after", self.absent_after) <= 0:
-            raise FieldError("absent_after", "absent_after must be positive")
+        forget = _duration("forget_after", self.forget_after)
+        if forget <= 0:
+            raise FieldError("forget_after", "forget_after must be positive")
+        if self.absent_after is not None:
+            absent = _duration("absent_after", self.absent_after)
+            if absent <= 0:
+                raise FieldError("absent_after", "absent_after must be positive")
+            if forget <= absent:
+                raise FieldError(
+                    "forget_after",
+                    f"forget_after ({self.forget_after}) must be longer than absent_after "
+                    f"({self.absent_after}): a series would be forgotten before it is missed",
+                )
         for name, value in self.labels.items():
             if value.startswith(("=~", "!~")):
                 try:

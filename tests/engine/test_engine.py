@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -19,6 +20,7 @@ from lupus_stream.contracts import (
     PredictionLog,
     SourceLanded,
 )
+from lupus_stream.detection import registry
 from lupus_stream.detection.base import Verdict
 from lupus_stream.engine import Engine, Outcome
 from lupus_stream.engine.join import LabelJoin, is_correct
@@ -597,6 +599,68 @@ def test_restored_series_are_kept_when_max_series_is_lowered(tmp_path: Path) -> 
     assert len(out.anomalies) == 4
     [error] = lowered.process(metric(1, 50.0, region="ap")).errors
     assert "has 2 series, max_series is 1" in error.reason
+
+
+FORGETFUL = """
+- name: orders
+  signal: {kind: metric, name: orders, absent_after: 3h, forget_after: 2d, max_series: 2}
+  detector: {kind: robust}
+- name: quiet
+  signal: {kind: metric, name: visits, forget_after: 2d}
+  detector: {kind: robust, min_history: 5}
+"""
+
+
+def test_series_without_points_past_forget_after_are_dropped(tmp_path: Path) -> None:
+    engine = Engine(catalog(tmp_path, FORGETFUL))
+    values = normal_series(seed=4, n=60)
+    run(engine, [metric(h, values[h], name="orders", host="a") for h in range(12)])
+    run(engine, [metric(h, values[h], name="visits") for h in range(12)])
+    missing = engine.tick(at(15)).anomalies
+    assert states(missing) == [("shop/orders", "anomalous", "missing_data")]
+    # host b keeps the watermark moving; a and the visits series send nothing more
+    for h in range(12, 60):
+        run(engine, [metric(h, values[h], name="orders", host="b")])
+        assert engine.tick(at(h)).anomalies == []
+    # hour 60: 49 h without a point from host a and from visits (forget_after 2d)
+    run(engine, [metric(60, values[59], name="orders", host="b")])
+    out = engine.tick(at(60))
+    [gone] = out.anomalies
+    assert (gone.state, gone.kind, gone.series) == ("recovered", "forgotten", {"host": "a"})
+    assert "forget_after" in gone.detail
+    assert sorted(engine.series) == ["shop/orders{host=b}"]  # visits went without a word
+    # room again for a new label set; a forgotten series comes back as a new one
+    assert run(engine, [metric(61, 100.0, name="orders", host="c")]).errors == []
+    assert run(engine, [metric(61, 100.0, name="visits")]).anomalies == []
+    fresh = registry.make("robust", {"min_history": 5})
+    fresh.update(at(61).timestamp(), 100.0)
+    assert engine.series["shop/quiet"].detector.to_bytes() == fresh.to_bytes()
+    assert engine.tick(at(62)).anomalies == []
+
+
+def test_a_clock_ahead_of_the_data_forgets_nothing(tmp_path: Path) -> None:
+    """Forgetting follows the newest event, so replaying old data on a wall clock keeps
+    its series."""
+    engine = Engine(catalog(tmp_path, FORGETFUL))
+    run(engine, [metric(h, 100.0 + h % 3, name="visits") for h in range(12)])
+    assert engine.tick(at(24 * 365)).anomalies == []
+    assert list(engine.series) == ["shop/quiet"]
+
+
+def test_last_point_survives_a_snapshot_and_defaults_to_last_seen(tmp_path: Path) -> None:
+    cat = catalog(tmp_path, FORGETFUL)
+    engine = Engine(cat)
+    run(engine, [metric(0, 100.0, name="visits"), metric(5, None, name="visits")])
+    restored = Engine(cat)
+    restored.restore(engine.snapshot())
+    assert restored.series["shop/quiet"].last_point == at(5).timestamp()
+    assert restored.series["shop/quiet"].last_seen == at(0).timestamp()
+    # a snapshot from before `last_point` existed: series entries one field shorter
+    old = msgspec.msgpack.decode(engine.snapshot())
+    old["series"] = [entry[:-1] for entry in old["series"]]
+    older = Engine(cat)
+    older.restore(msgspec.msgpack.encode(old))
+    assert older.series["shop/quiet"].last_point == at(0).timestamp()
 
 
 EVERYTHING = SPIKE + ABSENT + ACCURACY + FRESHNESS

@@ -265,6 +265,20 @@ INVALID = [
         "Expected `int` >= 1",
     ),
     (
+        "forget-before-absent",
+        "- name: m\n  signal: {kind: metric, name: x, absent_after: 2d, forget_after: 1d}\n",
+        "m",
+        "signal.forget_after",
+        "forget_after (1d) must be longer than absent_after (2d)",
+    ),
+    (
+        "zero-forget-after",
+        "- name: m\n  signal: {kind: metric, name: x, forget_after: 0h}\n",
+        "m",
+        "signal.forget_after",
+        "forget_after must be positive",
+    ),
+    (
         "bad-join-within",
         "- name: m\n  signal: {kind: accuracy, model: x, join_within: soon}\n",
         "m",

@@ -32,9 +32,9 @@ monitors:
 """
 
 
-def catalog(tmp_path: Path, monitors: str = MONITORS) -> Catalog:
+def catalog(tmp_path: Path) -> Catalog:
     (tmp_path / "detectors").mkdir()
-    (tmp_path / "detectors" / "shop.yaml").write_text(textwrap.dedent(monitors))
+    (tmp_path / "detectors" / "shop.yaml").write_text(textwrap.dedent(MONITORS))
     return load_catalog(tmp_path / "detectors")
 
 
@@ -86,20 +86,6 @@ def test_a_failing_record_alone_is_kept_as_it_came(
     [failed] = deadletters(tmp_path / "out")
     assert failed["record_index"] is None
     assert msgspec.convert(failed["raw"], bytes) == data
-
-
-def test_a_label_set_beyond_max_series_is_kept_with_its_rule(tmp_path: Path) -> None:
-    capped = MONITORS.replace("name: orders}", "name: orders, max_series: 1}")
-    pipeline = Pipeline(catalog(tmp_path, capped), tmp_path / "data", tmp_path / "out")
-    batch = [{**metric(h, 500.0), "labels": {"host": host}} for h, host in enumerate("aba")]
-    counts = pipeline.ingest(json.dumps(batch).encode(), "stdin:1")
-    pipeline.close()
-    assert counts.records == 3 and counts.deadlettered == 1 and counts.firing == 1
-    [refused] = deadletters(tmp_path / "out")
-    assert refused["rule"] == "series limit" and refused["record_index"] == 1
-    assert "shop/orders{host=b} not tracked" in refused["reason"]
-    kept = msgspec.json.decode(msgspec.convert(refused["raw"], bytes), type=MetricPoint)
-    assert kept.labels == {"host": "b"}
 
 
 def test_a_failing_check_at_a_tick_is_a_dead_letter(
