@@ -2,7 +2,8 @@
 
 No I/O and no clocks: event time comes from records, and `tick(now)` drives the checks
 that fire on the absence of data (a metric that stopped, a table that did not land).
-A detector that raises is reported in the outcome and the other monitors go on.
+A detector that raises, or a label set beyond its monitor's `max_series`, is reported in
+the outcome and the other monitors go on.
 """
 
 from __future__ import annotations
@@ -76,9 +77,6 @@ class EngineError:
 
     reason: str
     rule: str
-
-    def __str__(self) -> str:
-        return self.reason
 
 
 @dataclass(slots=True)
