@@ -261,10 +261,13 @@ def _decode_one(
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return Decoded(errors=[RecordError(f"invalid UTF-8 at byte {exc.start}", index, None, raw)])
+    decoder = _single_decoder(accept)
     try:
-        record = _single_decoder(accept).decode(raw)
+        record = decoder.decode(raw)
     except msgspec.ValidationError as exc:
         rule, path = _split(exc, index)
+        if path is not None and _ANY_KEY in path:
+            path = _name_the_key(raw, path, index, decoder)
         return Decoded(errors=[RecordError(rule, index, path, raw)])
     except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
         return Decoded(errors=[RecordError(f"malformed JSON: {exc}", index, None, raw)])
@@ -279,6 +282,48 @@ def _decode_one(
     if known_products is not None and record.product not in known_products:
         return Decoded(errors=[_unknown_product(record.product, index, raw)])
     return Decoded(records=[record])
+
+
+_ANY_KEY = "[...]"  # how msgspec writes "a value of this mapping" in an error path
+_STEP = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _name_the_key(
+    raw: bytes, path: str, index: int | None, decoder: msgspec.json.Decoder[Any]
+) -> str:
+    """`features[...]` -> `features.age`: msgspec does not say which value of a mapping
+    failed, so decode the record again with that mapping cut to half its entries, and so
+    on (a bisection: a few decodes, however many entries). Error path only."""
+    head, _, tail = path.partition(_ANY_KEY)
+    try:
+        doc = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError):  # deeper than the typed decode went
+        return path
+    parent: Any = None
+    step: str | int | None = None
+    mapping: Any = doc
+    for name, number in _STEP.findall(head):
+        parent, step = mapping, name if name else int(number)
+        try:
+            mapping = mapping[step]
+        except (KeyError, IndexError, TypeError):
+            return path
+    if parent is None or not isinstance(mapping, dict) or not mapping:
+        return path
+    entries = list(mapping.items())
+    while len(entries) > 1:
+        half = entries[: len(entries) // 2]
+        parent[step] = dict(half)
+        try:
+            decoder.decode(_encoder.encode(doc))
+            failed = False
+        except msgspec.ValidationError as exc:
+            failed = _split(exc, index)[1] == path
+        entries = half if failed else entries[len(half) :]
+    key = entries[0][0]
+    named = f".{key}" if _PLAIN_KEY.fullmatch(key) else f"[{msgspec.json.encode(key).decode()}]"
+    return f"{head}{named}{tail}"
 
 
 _encoder = msgspec.json.Encoder()

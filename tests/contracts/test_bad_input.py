@@ -150,15 +150,31 @@ CASES = [
         id="prediction-list-of-ints",
     ),
     pytest.param(
-        Case(js(prediction(features={"f": [1]})), 0, [Err(None, "features[...]", "array")]),
+        Case(js(prediction(features={"f": [1]})), 0, [Err(None, "features.f", "array")]),
         id="feature-value-not-scalar",
     ),
     pytest.param(
-        Case(js(metric(labels={"region": 1})), 0, [Err(None, "labels[...]", "got `int`")]),
+        Case(js(metric(labels={"region": 1})), 0, [Err(None, "labels.region", "got `int`")]),
         id="label-value-not-a-string",
     ),
     pytest.param(
-        Case(js(prediction(segment={"os": None})), 0, [Err(None, "segment[...]", "got `null`")]),
+        Case(
+            js(prediction(features={**{f"f{i}": 1.0 for i in range(5000)}, "bad": [1]})),
+            0,
+            [Err(None, "features.bad", "array")],
+        ),
+        id="feature-value-not-scalar-among-many",
+    ),
+    pytest.param(
+        Case(
+            js([metric(), prediction(features={"a": 1.0, "the key": {}, "z": 2.0})]),
+            1,
+            [Err(1, 'features["the key"]', "object")],
+        ),
+        id="feature-key-that-is-not-a-plain-name",
+    ),
+    pytest.param(
+        Case(js(prediction(segment={"os": None})), 0, [Err(None, "segment.os", "got `null`")]),
         id="segment-value-null",
     ),
     pytest.param(
@@ -191,7 +207,7 @@ CASES = [
         id="value-beyond-1e100-in-a-batch",
     ),
     pytest.param(
-        Case(js(prediction(features={"f": 1e200})), 0, [Err(None, "features[...]", "1e+100")]),
+        Case(js(prediction(features={"f": 1e200})), 0, [Err(None, "features.f", "1e+100")]),
         id="feature-beyond-1e100",
     ),
     pytest.param(
@@ -261,7 +277,7 @@ CASES = [
         id="label-name-bad-pattern",
     ),
     pytest.param(
-        Case(js(metric(labels={"k": "v" * 1025})), 0, [Err(None, "labels[...]", "length <=")]),
+        Case(js(metric(labels={"k": "v" * 1025})), 0, [Err(None, "labels.k", "length <=")]),
         id="label-value-too-long",
     ),
     pytest.param(
