@@ -13,10 +13,13 @@ the redelivered anomaly is then a no-op.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from lupus_stream.alerting.fingerprint import alert_labels, fingerprint
 from lupus_stream.alerting.lifecycle import AlertState, on_anomaly, on_tick
 from lupus_stream.alerting.pipeline import MonitorLookup, policy_for
 from lupus_stream.alerting.redis_store import RedisAlertStore, Transition
+from lupus_stream.alerting.silences import Silence, mute, unmute
 from lupus_stream.contracts.records import AlertEvent, Anomaly
 from lupus_stream.monitors.spec import AlertPolicy
 
@@ -28,22 +31,27 @@ class AsyncAlertProcessor:
         self.monitor_for = monitor_for
         self.store = store
 
-    def transition_for(self, anomaly: Anomaly) -> tuple[str, Transition]:
-        """The alert an anomaly belongs to and what it does to it; KeyError for an unknown
-        monitor id."""
+    def transition_for(
+        self, anomaly: Anomaly, silences: Sequence[Silence]
+    ) -> tuple[str, Transition]:
+        """The alert an anomaly belongs to and what it does to it, its events muted by
+        `silences`; KeyError for an unknown monitor id."""
         monitor, receiver = self.monitor_for(anomaly.monitor)
 
         def transition(state: AlertState | None) -> tuple[AlertState | None, list[AlertEvent]]:
-            return on_anomaly(state, anomaly, monitor, receiver)
+            new, events = on_anomaly(state, anomaly, monitor, receiver)
+            return mute(new, events, silences)
 
         return fingerprint(alert_labels(anomaly, monitor)), transition
 
     async def process(self, anomaly: Anomaly) -> list[AlertEvent]:
         """Events caused by one anomaly; raises KeyError for an unknown monitor id."""
-        return await self.store.apply(*self.transition_for(anomaly))
+        silences = await self.store.silences()
+        return await self.store.apply(*self.transition_for(anomaly, silences))
 
     async def tick(self, now: float) -> list[AlertEvent]:
-        """Resolve firing alerts whose keep-firing period ended by `now` (epoch seconds).
+        """Resolve firing alerts whose keep-firing period ended by `now` (epoch seconds),
+        and notify those that fired muted once their silences are over.
 
         The active list is only a candidate list: each resolution is re-decided on the
         current state inside `apply`, so an anomaly that re-armed the alert meanwhile, or
@@ -51,15 +59,22 @@ class AsyncAlertProcessor:
         the catalog uses the default policy (no keep-firing), as in `AlertProcessor`.
         """
         events: list[AlertEvent] = []
+        silences = await self.store.silences()
         for candidate in await self.store.active():
-            if candidate.status != "firing" or candidate.recovered_at is None:
+            if candidate.status != "firing":
+                continue
+            if candidate.recovered_at is None and not candidate.silenced_by:
                 continue
             policy = policy_for(self.monitor_for, candidate.monitor)
 
             def transition(
                 state: AlertState | None, policy: AlertPolicy = policy
             ) -> tuple[AlertState | None, list[AlertEvent]]:
-                return (None, []) if state is None else on_tick(state, now, policy)
+                if state is None:
+                    return None, []
+                new, resolved = mute(*on_tick(state, now, policy), silences)
+                new, notified = unmute(new, now, silences)
+                return new, resolved + notified
 
             events.extend(await self.store.apply(candidate.fingerprint, transition))
         return events

@@ -59,6 +59,7 @@ class AlertState(msgspec.Struct, frozen=True, kw_only=True):
     score: float = 0.0
     last_event_ts: float | None = None
     last_event_ids: tuple[str, ...] = ()  # ids already applied at `last_event_ts`
+    silenced_by: tuple[str, ...] = ()  # the silences that muted its last transition
 
 
 def to_datetime(epoch: float) -> datetime:
@@ -185,7 +186,12 @@ def _on_anomalous(
     if ts - since < policy.for_seconds:
         return state, []
     state = replace(state, status="firing", active_since=ts)
-    return state, [_event(state, "firing", ts)]
+    return state, [firing_event(state, ts)]
+
+
+def firing_event(state: AlertState, at: float) -> AlertEvent:
+    """The `firing` notification of a firing alert, at `at`."""
+    return _event(state, "firing", at)
 
 
 def _event(state: AlertState, status: Literal["firing", "resolved"], at: float) -> AlertEvent:

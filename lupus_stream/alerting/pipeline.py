@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from lupus_stream.alerting.fingerprint import alert_labels, fingerprint
 from lupus_stream.alerting.lifecycle import on_anomaly, on_tick
+from lupus_stream.alerting.silences import mute, unmute
 from lupus_stream.alerting.store import AlertStore
 from lupus_stream.contracts.records import AlertEvent, Anomaly
 from lupus_stream.monitors.spec import AlertPolicy, Catalog, Monitor
@@ -47,21 +48,25 @@ class AlertProcessor:
         monitor, receiver = self.monitor_for(anomaly.monitor)
         old = self.store.get(fingerprint(alert_labels(anomaly, monitor)))
         new, events = on_anomaly(old, anomaly, monitor, receiver)
+        if events:
+            new, events = mute(new, events, self.store.silences())
         if new != old:
             self.store.put(new)
         return events
 
     def tick(self, now: float) -> list[AlertEvent]:
-        """Resolve firing alerts whose keep-firing period ended by `now` (epoch seconds).
+        """Resolve firing alerts whose keep-firing period ended by `now` (epoch seconds),
+        and notify those that fired muted once their silences are over.
 
         An alert whose monitor left the catalog uses the default policy (no keep-firing).
         """
         events: list[AlertEvent] = []
+        silences = self.store.silences()
         for state in self.store.active():
-            if state.status != "firing" or state.recovered_at is None:
-                continue
-            new, resolved = on_tick(state, now, policy_for(self.monitor_for, state.monitor))
-            if resolved:
+            new, out = on_tick(state, now, policy_for(self.monitor_for, state.monitor))
+            new, out = mute(new, out, silences)
+            new, notified = unmute(new, now, silences)
+            if new != state:
                 self.store.put(new)
-                events.extend(resolved)
+                events.extend(out + notified)
         return events

@@ -30,7 +30,8 @@ Layout under `prefix` (default ``lupus:``):
   first), appended by the same script as the state;
 * ``{prefix}outbox:lock`` short-lived lock (token, PX) held by the one draining worker;
 * ``{prefix}outbox:inflight`` present while a batch is being published (its size);
-* ``{prefix}notified:{fp}:{status}:{starts_at}:{at}`` notification claims with a TTL.
+* ``{prefix}notified:{fp}:{status}:{starts_at}:{at}`` notification claims with a TTL;
+* ``{prefix}silences`` hash: silence id -> msgspec JSON of `Silence`.
 
 The script touches keys that do not share a hash slot: Redis Cluster is not supported
 (use a standalone, Sentinel-managed or managed non-cluster Redis).
@@ -49,6 +50,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from lupus_stream.alerting.lifecycle import AlertState
+from lupus_stream.alerting.silences import Silence
 from lupus_stream.contracts.records import AlertEvent
 
 Transition = Callable[[AlertState | None], tuple[AlertState | None, list[AlertEvent]]]
@@ -77,6 +79,7 @@ when the previous drain was interrupted between publishing and trimming its batc
 _log = logging.getLogger(__name__)
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(AlertState)
+_SILENCE = msgspec.json.Decoder(Silence)
 _EVENT_DECODER = msgspec.json.Decoder(AlertEvent)
 
 # KEYS[1] state hash, KEYS[2] active set, KEYS[3] outbox list.
@@ -173,6 +176,7 @@ class RedisAlertStore:
         self.outbox_ttl = outbox_ttl
         self.max_attempts = max_attempts
         self._active_key = f"{prefix}alerts:active"
+        self.silences_key = f"{prefix}silences"
         self.outbox_key = f"{prefix}outbox"
         self.outbox_lock_key = f"{prefix}outbox:lock"
         self.outbox_inflight_key = f"{prefix}outbox:inflight"
@@ -359,6 +363,15 @@ class RedisAlertStore:
             raws: list[bytes | str | None] = await pipe.execute()
         states = (_DECODER.decode(raw) for raw in raws if raw is not None)
         return [s for s in states if s.status in ACTIVE_STATUSES]
+
+    async def put_silence(self, silence: Silence) -> None:
+        """Insert or replace a silence (expiring one is replacing it with an earlier end)."""
+        await self.client.hset(self.silences_key, silence.id, _ENCODER.encode(silence))
+
+    async def silences(self) -> list[Silence]:
+        """Every silence, expired ones too, by start time."""
+        raws = (await self.client.hgetall(self.silences_key)).values()
+        return sorted((_SILENCE.decode(r) for r in raws), key=lambda s: (s.starts_at, s.id))
 
     async def drain_outbox(
         self,

@@ -14,13 +14,16 @@ from os import PathLike
 import msgspec
 
 from lupus_stream.alerting.lifecycle import AlertState
+from lupus_stream.alerting.silences import Silence
 
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(AlertState)
+_SILENCE = msgspec.json.Decoder(Silence)
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS alerts "
     "(fingerprint TEXT PRIMARY KEY, status TEXT NOT NULL, state BLOB NOT NULL)",
     "CREATE INDEX IF NOT EXISTS alerts_status ON alerts (status)",
+    "CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, silence BLOB NOT NULL)",
 )
 _UPSERT = (
     "INSERT INTO alerts (fingerprint, status, state) VALUES (?, ?, ?) "
@@ -70,6 +73,20 @@ class SqliteAlertStore:
             "SELECT state FROM alerts WHERE status IN ('pending', 'firing') ORDER BY fingerprint"
         )
         return [_DECODER.decode(row[0]) for row in rows]
+
+    def put_silence(self, silence: Silence) -> None:
+        """Insert or replace a silence (expiring one is replacing it with an earlier end)."""
+        with self.transaction():
+            self._conn.execute(
+                "INSERT INTO silences (id, silence) VALUES (?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET silence = excluded.silence",
+                (silence.id, _ENCODER.encode(silence)),
+            )
+
+    def silences(self) -> list[Silence]:
+        """Every silence, expired ones too, by start time."""
+        rows = self._conn.execute("SELECT silence FROM silences")
+        return sorted((_SILENCE.decode(r[0]) for r in rows), key=lambda s: (s.starts_at, s.id))
 
     def close(self) -> None:
         self._conn.close()

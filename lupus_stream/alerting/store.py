@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from lupus_stream.alerting.lifecycle import AlertState
+from lupus_stream.alerting.silences import Silence
 
 
 class AlertStore(Protocol):
@@ -20,6 +21,10 @@ class AlertStore(Protocol):
 
     def active(self) -> list[AlertState]:
         """All pending or firing alerts."""
+        ...
+
+    def silences(self) -> list[Silence]:
+        """Every silence, expired ones too, by start time."""
         ...
 
     def close(self) -> None:

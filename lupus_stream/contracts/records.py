@@ -155,6 +155,7 @@ class AlertEvent(msgspec.Struct, frozen=True, kw_only=True):
     anomaly_id: str = ""
     value: float | None = None
     score: float = 0.0
+    silenced_by: list[str] = []  # ids of the silences muting it: notifiers leave it alone
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):

@@ -53,7 +53,7 @@ def test_a_failing_batch_is_applied_one_by_one(redis_url: str, prefix: str) -> N
         good = [regional(STORY[0], r) for r in REGIONS]
         events = [SimpleNamespace(name=a.id) for a in good]
         batch: list[Any] = [
-            (e, processor.transition_for(a)) for e, a in zip(events, good, strict=True)
+            (e, processor.transition_for(a, [])) for e, a in zip(events, good, strict=True)
         ]
         bad_event = SimpleNamespace(name="bad")
         batch.insert(1, (bad_event, (batch[0][1][0], broken)))

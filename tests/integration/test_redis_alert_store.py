@@ -19,6 +19,7 @@ from lupus_stream.alerting.fingerprint import alert_labels, fingerprint
 from lupus_stream.alerting.lifecycle import AlertState, on_anomaly
 from lupus_stream.alerting.pipeline import AlertProcessor
 from lupus_stream.alerting.redis_store import AlertConflictError, RedisAlertStore, transition_id
+from lupus_stream.alerting.silences import Silence
 from lupus_stream.alerting.sqlite_store import SqliteAlertStore
 from lupus_stream.contracts.records import AlertEvent, Anomaly
 from lupus_stream.monitors.spec import Monitor
@@ -831,7 +832,7 @@ def test_apply_many_ends_where_one_by_one_does(redis_url: str, prefix: str) -> N
         got: list[AlertEvent] = []
         for i in range(0, len(INTERLEAVED), 4):
             chunk = INTERLEAVED[i : i + 4]
-            got += await many.apply_many([batched.transition_for(a) for a in chunk])
+            got += await many.apply_many([batched.transition_for(a, []) for a in chunk])
         assert statuses(expected).count("firing") == len(REGIONS)
 
         def by_alert(events: list[AlertEvent]) -> dict[str, list[AlertEvent]]:
@@ -849,7 +850,7 @@ def test_apply_many_ends_where_one_by_one_does(redis_url: str, prefix: str) -> N
         # one write per alert and batch in which it changed, not one per anomaly
         assert sum([await many.version(fp) for fp in fps]) < len(INTERLEAVED)
         # a redelivered batch changes nothing
-        replay = await many.apply_many([batched.transition_for(a) for a in INTERLEAVED])
+        replay = await many.apply_many([batched.transition_for(a, []) for a in INTERLEAVED])
         assert replay == []
         assert await many.outbox_size() == len(expected)
         for store in (one, many):
@@ -865,11 +866,11 @@ def test_apply_many_reads_in_one_round_trip_and_writes_in_one(redis_url: str, pr
         counter = PipelineCounter(store)
         commands = CommandCounter(store)
         first = [regional(STORY[0], r) for r in REGIONS]
-        await store.apply_many([proc.transition_for(a) for a in first])  # unknown: read first
+        await store.apply_many([proc.transition_for(a, []) for a in first])  # unknown: read first
         assert counter.sizes == [len(REGIONS), len(REGIONS)]
         counter.sizes.clear()
         second = [regional(STORY[1], r) for r in REGIONS]
-        await store.apply_many([proc.transition_for(a) for a in second])  # known: write only
+        await store.apply_many([proc.transition_for(a, []) for a in second])  # known: write only
         assert counter.sizes == [len(REGIONS)]
         # nothing per alert outside the two pipelines (at most loading the script once)
         assert all(name.startswith("SCRIPT") for name in commands.names), commands.names
@@ -927,6 +928,63 @@ def test_apply_many_loads_the_script_when_redis_lost_it(redis_url: str, prefix: 
 
         assert await store.apply_many([("fp0", refire)]) == [event]
         assert await store.version("fp0") == 2
+        await store.close()
+
+    run(scenario())
+
+
+def test_silences_mute_and_release_as_with_sqlite(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """The silence story of tests/alerting/test_silences.py through Redis: the same
+    transitions, muted the same way, and the outbox holds them for the notifiers."""
+    window = Silence(
+        id="s1",
+        matchers={"region": "eu"},
+        starts_at=T0.timestamp() + HOUR,
+        ends_at=T0.timestamp() + 3 * HOUR,
+        created_by="me",
+        comment="maintenance",
+    )
+    story = [
+        make_anomaly("a0", 0),
+        make_anomaly("r1", 1.5, "recovered"),
+        make_anomaly("a2", 2),
+    ]
+    ticks = [T0.timestamp() + h * HOUR for h in (2.5, 4, 5)]
+    monitor = make_monitor()
+    sync_store = SqliteAlertStore(tmp_path / "alerts.db")
+    sync_store.put_silence(window)
+    reference = AlertProcessor(lookup(monitor), sync_store)
+    expected = [ev for a in story for ev in reference.process(a)]
+    for now in ticks:
+        expected += reference.tick(now)
+    sync_store.close()
+    assert [(e.status, e.silenced_by) for e in expected] == [
+        ("firing", []),
+        ("resolved", ["s1"]),
+        ("firing", ["s1"]),
+        ("firing", []),
+    ]
+
+    async def scenario() -> None:
+        store = RedisAlertStore.from_url(redis_url, prefix=prefix)
+        await store.put_silence(window)
+        assert await store.silences() == [window]
+        proc = AsyncAlertProcessor(lookup(monitor), store)
+        events: list[AlertEvent] = []
+        for anomaly in story:
+            events += await proc.process(anomaly)
+        for now in ticks:
+            events += await proc.tick(now)
+        assert events == expected
+        delivered: list[AlertEvent] = []
+
+        async def deliver(batch: list[AlertEvent]) -> None:
+            delivered.extend(batch)
+
+        await store.drain_outbox(deliver)
+        assert delivered == expected
         await store.close()
 
     run(scenario())

@@ -190,12 +190,13 @@ class KafkaRuntime:
         take = stream.take_events  # type: ignore[attr-defined]
         async for events in take(ALERT_BATCH, within=ALERT_BATCH_WAIT):
             started = time.perf_counter()
-            assert self.processor is not None
+            assert self.processor is not None and self.alert_store is not None
+            silences = await self.alert_store.silences()
             batch: list[tuple[Any, tuple[str, Transition]]] = []
             for event in events:
                 try:
                     anomaly = _anomaly.decode(event.value)
-                    batch.append((event, self.processor.transition_for(anomaly)))
+                    batch.append((event, self.processor.transition_for(anomaly, silences)))
                 except Exception as exc:  # kept as a dead letter, never skipped silently
                     await self._deadletter(event, f"alert stage: {type(exc).__name__}: {exc}")
             if await self._commit_alerts(batch):

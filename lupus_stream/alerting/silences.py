@@ -1,0 +1,104 @@
+"""Silences: label matchers over a time span that mute the notifications of alerts.
+
+As in Alertmanager, a silence changes no alert's state, only whether its transitions
+page anyone: a transition whose time falls within a silence that matches its labels
+carries that silence's id in `silenced_by`, and notifiers leave it alone. An alert still
+firing when the last silence covering it ends gets its `firing` notification then,
+stamped at that end (so it does not depend on when the runtime ticks).
+
+Pure: the runtime loads the silences from its store and passes them in.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Annotated
+
+import msgspec
+from msgspec.structs import replace
+
+from lupus_stream.alerting.lifecycle import AlertState, firing_event
+from lupus_stream.contracts.names import NAME_PATTERN_WHOLE
+from lupus_stream.contracts.records import AlertEvent
+from lupus_stream.monitors.matchers import compile_matcher, compile_matchers
+
+LabelName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NAME_PATTERN_WHOLE)]
+
+
+class Silence(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Mutes alerts whose labels all match `matchers` from `starts_at` to `ends_at`
+    (epoch seconds, the end excluded)."""
+
+    id: str
+    matchers: dict[LabelName, str]  # label name -> `value`, `!=value`, `=~re`, `!~re`
+    starts_at: float
+    ends_at: float
+    created_by: str = ""
+    comment: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.matchers:
+            raise ValueError("a silence needs at least one matcher (it would mute everything)")
+        if not self.ends_at > self.starts_at:
+            raise ValueError("a silence must end after it starts")
+        for name, spec in self.matchers.items():
+            try:
+                compile_matcher(spec)
+            except ValueError as exc:
+                raise ValueError(f"matcher {name}: {spec!r}: {exc}") from None
+
+
+def new_silence(
+    matchers: dict[str, str], starts_at: float, ends_at: float, created_by: str, comment: str
+) -> Silence:
+    """A silence with a fresh id; ValueError when its matchers or times are not valid."""
+    try:
+        return msgspec.convert(
+            {
+                "id": uuid.uuid4().hex[:16],
+                "matchers": matchers,
+                "starts_at": starts_at,
+                "ends_at": ends_at,
+                "created_by": created_by,
+                "comment": comment,
+            },
+            type=Silence,
+        )
+    except msgspec.ValidationError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def muting(labels: dict[str, str], at: float, silences: Sequence[Silence]) -> tuple[str, ...]:
+    """Ids of the silences that mute an alert with `labels` at `at`, in the given order."""
+    return tuple(
+        s.id
+        for s in silences
+        if s.starts_at <= at < s.ends_at and compile_matchers(s.matchers)(labels)
+    )
+
+
+def mute(
+    state: AlertState, events: list[AlertEvent], silences: Sequence[Silence]
+) -> tuple[AlertState, list[AlertEvent]]:
+    """Each event with the silences muting it at its time; the state remembers those of
+    the last one (a muted `firing` is notified when they are over)."""
+    if not events:
+        return state, events
+    out = [
+        replace(e, silenced_by=list(muting(e.labels, e.at.timestamp(), silences))) for e in events
+    ]
+    return replace(state, silenced_by=tuple(out[-1].silenced_by)), out
+
+
+def unmute(
+    state: AlertState, now: float, silences: Sequence[Silence]
+) -> tuple[AlertState, list[AlertEvent]]:
+    """The `firing` notification of an alert that fired muted and still fires once no
+    silence mutes it at `now`, stamped when the silences that muted it ended."""
+    if state.status != "firing" or not state.silenced_by or muting(state.labels, now, silences):
+        return state, []
+    ends = [s.ends_at for s in silences if s.id in state.silenced_by]
+    at = min(max(ends, default=now), now)
+    state = replace(state, silenced_by=())
+    return mute(state, [firing_event(state, at)], silences)

@@ -1,0 +1,128 @@
+"""Silences mute notifications, never alert state; a muted firing is notified when its
+silences are over."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from lupus_stream.alerting import AlertProcessor, SqliteAlertStore
+from lupus_stream.alerting.silences import Silence, muting, new_silence
+from lupus_stream.contracts.records import AlertEvent, Anomaly
+from lupus_stream.monitors.spec import Monitor
+
+T0 = datetime(2024, 5, 1, tzinfo=UTC)
+HOUR = 3600.0
+
+
+def at(hours: float) -> float:
+    return (T0 + timedelta(hours=hours)).timestamp()
+
+
+def make_monitor() -> Monitor:
+    raw = {"name": "ctr", "signal": {"kind": "metric", "name": "ctr"}}
+    return msgspec.structs.replace(msgspec.convert(raw, type=Monitor), product="p")
+
+
+def anomaly(aid: str, hours: float, state: str = "anomalous", region: str = "eu") -> Anomaly:
+    return Anomaly(
+        id=aid,
+        product="p",
+        monitor="p/ctr",
+        series={"region": region},
+        ts=T0 + timedelta(hours=hours),
+        state=state,  # type: ignore[arg-type]
+        kind="level",
+        detector="seasonal",
+        score=0.9,
+        value=0.1,
+    )
+
+
+def silence(sid: str, start: float, end: float, **matchers: str) -> Silence:
+    return Silence(id=sid, matchers=matchers, starts_at=at(start), ends_at=at(end))
+
+
+def seen(events: list[AlertEvent]) -> list[tuple[str, str, float, list[str]]]:
+    return [
+        (e.status, e.labels["region"], (e.at - T0).total_seconds() / HOUR, e.silenced_by)
+        for e in events
+    ]
+
+
+@pytest.mark.parametrize(
+    ("matchers", "problem"),
+    [
+        ({}, "at least one matcher"),
+        ({"region": "=~(unclosed"}, "matcher region"),
+        ({"bad name": "x"}, "Expected `str` matching regex"),
+    ],
+)
+def test_a_silence_that_cannot_work_is_refused(matchers: dict[str, str], problem: str) -> None:
+    with pytest.raises(ValueError, match=problem.replace("(", r"\(")):
+        new_silence(matchers, at(0), at(1), "me", "")
+
+
+def test_a_silence_must_end_after_it_starts() -> None:
+    with pytest.raises(ValueError, match="end after it starts"):
+        new_silence({"region": "eu"}, at(1), at(1), "me", "")
+
+
+def test_muting_follows_matchers_and_the_half_open_span() -> None:
+    silences = [
+        silence("eu", 1, 3, region="eu"),
+        silence("not-us", 2, 4, region="!=us", alertname="=~c.*"),
+    ]
+    labels = {"region": "eu", "alertname": "ctr"}
+    assert muting(labels, at(0.5), silences) == ()
+    assert muting(labels, at(1), silences) == ("eu",)
+    assert muting(labels, at(2.5), silences) == ("eu", "not-us")
+    assert muting(labels, at(3), silences) == ("not-us",)
+    assert muting(labels, at(4), silences) == ()
+    assert muting({"region": "us", "alertname": "ctr"}, at(2.5), silences) == ()
+
+
+def test_transitions_in_a_silence_are_muted_and_a_muted_firing_is_notified_after(
+    tmp_path: Path,
+) -> None:
+    monitor = make_monitor()
+    store = SqliteAlertStore(tmp_path / "alerts.db")
+    proc = AlertProcessor({monitor.id: (monitor, "oncall")}.__getitem__, store)
+    store.put_silence(silence("s1", 1, 3, region="eu"))
+    events: list[Any] = []
+    events += proc.process(anomaly("a0", 0))  # before the silence: pages
+    events += proc.process(anomaly("r1", 1.5, "recovered"))  # resolved, muted
+    events += proc.process(anomaly("a2", 2))  # fires again, muted
+    events += proc.process(anomaly("u2", 2, region="us"))  # another series: pages
+    events += proc.tick(at(2.5))
+    assert seen(events) == [
+        ("firing", "eu", 0.0, []),
+        ("resolved", "eu", 1.5, ["s1"]),
+        ("firing", "eu", 2.0, ["s1"]),
+        ("firing", "us", 2.0, []),
+    ]
+    # still firing when the silence ends: notified then, once, however the clock ticks
+    assert seen(proc.tick(at(4))) == [("firing", "eu", 3.0, [])]
+    assert proc.tick(at(5)) == []
+    store.close()
+    # the silences live with the alert states
+    reopened = SqliteAlertStore(tmp_path / "alerts.db")
+    assert [s.id for s in reopened.silences()] == ["s1"]
+    reopened.close()
+
+
+def test_expiring_a_silence_early_notifies_at_its_new_end(tmp_path: Path) -> None:
+    monitor = make_monitor()
+    store = SqliteAlertStore(tmp_path / "alerts.db")
+    proc = AlertProcessor({monitor.id: (monitor, "oncall")}.__getitem__, store)
+    window = silence("s2", 10, 20, alertname="ctr")
+    store.put_silence(window)
+    assert seen(proc.process(anomaly("a11", 11))) == [("firing", "eu", 11.0, ["s2"])]
+    store.put_silence(msgspec.structs.replace(window, ends_at=at(12)))
+    assert proc.tick(at(11.5)) == []
+    assert seen(proc.tick(at(12.5))) == [("firing", "eu", 12.0, [])]
+    store.close()
