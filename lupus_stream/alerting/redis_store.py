@@ -52,6 +52,7 @@ from redis.exceptions import NoScriptError
 from lupus_stream.alerting.lifecycle import AlertState
 from lupus_stream.alerting.silences import Silence
 from lupus_stream.contracts.records import AlertEvent
+from lupus_stream.settings import RedisSettings
 
 Transition = Callable[[AlertState | None], tuple[AlertState | None, list[AlertEvent]]]
 """Pure function of the stored state (None if never seen) to (new state, events).
@@ -206,6 +207,15 @@ class RedisAlertStore:
         """
         client = aioredis.from_url(url, **client_kwargs)
         return cls(client, prefix, outbox_ttl=outbox_ttl, max_attempts=max_attempts)
+
+    @classmethod
+    def from_settings(cls, settings: RedisSettings) -> RedisAlertStore:
+        """Connect as the settings say (URL, ACL user, TLS CA, key prefix)."""
+        options: dict[str, Any] = {"username": settings.username, "password": settings.password}
+        if settings.url.startswith("rediss://"):
+            options["ssl_ca_certs"] = settings.ssl_ca_certs
+        given = {k: v for k, v in options.items() if v is not None}
+        return cls.from_url(settings.url, prefix=settings.key_prefix, **given)
 
     def state_key(self, fp: str) -> str:
         """The hash holding the version and state of alert `fp`."""

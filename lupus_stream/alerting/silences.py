@@ -4,13 +4,15 @@ As in Alertmanager, a silence changes no alert's state, only whether its transit
 page anyone: a transition whose time falls within a silence that matches its labels
 carries that silence's id in `silenced_by`, and notifiers leave it alone. An alert still
 firing when the last silence covering it ends gets its `firing` notification then,
-stamped at that end (so it does not depend on when the runtime ticks).
+stamped at that end (so it does not depend on when the runtime ticks); one that resolves
+before that is resolved muted, since its firing was never notified.
 
 Pure: the runtime loads the silences from its store and passes them in.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from typing import Annotated
@@ -19,10 +21,11 @@ import msgspec
 from msgspec.structs import replace
 
 from lupus_stream.alerting.lifecycle import AlertState, firing_event
-from lupus_stream.contracts.names import NAME_PATTERN_WHOLE
+from lupus_stream.contracts.names import NAME_PATTERN_WHOLE, NAME_RULE
 from lupus_stream.contracts.records import AlertEvent
 from lupus_stream.monitors.matchers import compile_matcher, compile_matchers
 
+_NAME = re.compile(NAME_PATTERN_WHOLE)
 LabelName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NAME_PATTERN_WHOLE)]
 
 
@@ -53,6 +56,9 @@ def new_silence(
     matchers: dict[str, str], starts_at: float, ends_at: float, created_by: str, comment: str
 ) -> Silence:
     """A silence with a fresh id; ValueError when its matchers or times are not valid."""
+    for name in matchers:
+        if _NAME.match(name) is None:
+            raise ValueError(f"matcher {name!r}: the label name breaks the rule: {NAME_RULE}")
     try:
         return msgspec.convert(
             {
@@ -82,13 +88,20 @@ def mute(
     state: AlertState, events: list[AlertEvent], silences: Sequence[Silence]
 ) -> tuple[AlertState, list[AlertEvent]]:
     """Each event with the silences muting it at its time; the state remembers those of
-    the last one (a muted `firing` is notified when they are over)."""
+    the last one (a muted `firing` is notified when they are over). The resolution of an
+    alert whose firing was muted and never notified is muted by the same silences: nobody
+    was told it fired."""
     if not events:
         return state, events
-    out = [
-        replace(e, silenced_by=list(muting(e.labels, e.at.timestamp(), silences))) for e in events
-    ]
-    return replace(state, silenced_by=tuple(out[-1].silenced_by)), out
+    out = []
+    muted = state.silenced_by
+    for event in events:
+        ids = muting(event.labels, event.at.timestamp(), silences)
+        if event.status == "resolved" and not ids:
+            ids = muted
+        muted = ids
+        out.append(replace(event, silenced_by=list(ids)))
+    return replace(state, silenced_by=muted), out
 
 
 def unmute(

@@ -1,10 +1,14 @@
-"""How alert events and dead letters look on the console."""
+"""How alert events, dead letters and silences look on the console."""
 
 from __future__ import annotations
+
+import json
 
 from rich.console import Console
 from rich.text import Text
 
+from lupus_stream.alerting.lifecycle import to_datetime
+from lupus_stream.alerting.silences import Silence
 from lupus_stream.contracts import AlertEvent, DeadLetter
 
 console = Console(highlight=False, soft_wrap=True)
@@ -13,7 +17,7 @@ errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def alert_line(event: AlertEvent) -> Text:
     firing = event.status == "firing"
-    style = "bold red" if firing else "bold green"
+    style = "dim" if event.silenced_by else "bold red" if firing else "bold green"
     severity = event.labels.get("severity", "")
     series = ",".join(
         f"{k}={v}" for k, v in event.labels.items() if k not in ("alertname", "product", "severity")
@@ -28,6 +32,31 @@ def alert_line(event: AlertEvent) -> Text:
     summary = event.annotations.get("summary")
     if summary and firing:
         text.append(f"  {summary}")
+    if event.silenced_by:
+        text.append(f"  (silenced by {', '.join(event.silenced_by)})", style="dim")
+    return text
+
+
+def _matcher(name: str, spec: str) -> str:
+    """As PromQL writes one: `region="eu"`, `region!="us"`, `host=~"db-.*"`."""
+    op, value = (spec[:2], spec[2:]) if spec[:2] in ("!=", "=~", "!~") else ("=", spec)
+    return f"{name}{op}{json.dumps(value)}"
+
+
+def silence_line(silence: Silence, now: float) -> Text:
+    matchers = ",".join(_matcher(name, spec) for name, spec in silence.matchers.items())
+    if silence.ends_at <= now:
+        state = "expired"
+    else:
+        state = "active" if silence.starts_at <= now else "pending"
+    starts, ends = to_datetime(silence.starts_at), to_datetime(silence.ends_at)
+    text = Text()
+    text.append(f"{silence.id} ", style="bold")
+    text.append(f"{state:8}", style="green" if state == "active" else "dim")
+    text.append(f" {{{matchers}}} ")
+    text.append(f"{starts:%Y-%m-%d %H:%M} .. {ends:%Y-%m-%d %H:%M} UTC", style="dim")
+    if silence.created_by or silence.comment:
+        text.append(f"  {silence.created_by}: {silence.comment}".rstrip(": "))
     return text
 
 

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from lupus_stream.cli.console import alert_line, console, deadletter_line, errors
+from lupus_stream.cli.silence import register as register_silences
 from lupus_stream.contracts.topics import TopicError, TopicSpec, load_topics
 from lupus_stream.monitors import Catalog, MonitorError, load_catalog
 from lupus_stream.settings import Settings, SettingsError, load_settings
@@ -41,6 +42,9 @@ def _settings(path: Path | None) -> Settings:
     except SettingsError as exc:
         errors.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
+
+
+register_silences(app, _settings)
 
 
 def _topic_specs(settings: Settings) -> dict[str, TopicSpec]:

@@ -126,3 +126,25 @@ def test_expiring_a_silence_early_notifies_at_its_new_end(tmp_path: Path) -> Non
     assert proc.tick(at(11.5)) == []
     assert seen(proc.tick(at(12.5))) == [("firing", "eu", 12.0, [])]
     store.close()
+
+
+def test_the_resolution_of_a_firing_nobody_was_told_of_stays_muted(tmp_path: Path) -> None:
+    monitor = make_monitor()
+    store = SqliteAlertStore(tmp_path / "alerts.db")
+    proc = AlertProcessor({monitor.id: (monitor, "oncall")}.__getitem__, store)
+    store.put_silence(silence("s1", 1, 3, region="eu"))
+    events = proc.process(anomaly("a2", 2))
+    events += proc.process(anomaly("r3", 3.5, "recovered"))  # after the silence, no tick
+    events += proc.tick(at(4))
+    # notified after the silence, then resolved: the resolution pages
+    events += proc.process(anomaly("a5", 5)) + proc.tick(at(6))
+    store.put_silence(silence("s2", 5.5, 6.5, region="eu"))
+    events += proc.tick(at(6.6))
+    events += proc.process(anomaly("r7", 7, "recovered"))
+    assert seen(events) == [
+        ("firing", "eu", 2.0, ["s1"]),
+        ("resolved", "eu", 3.5, ["s1"]),
+        ("firing", "eu", 5.0, []),
+        ("resolved", "eu", 7.0, []),
+    ]
+    store.close()

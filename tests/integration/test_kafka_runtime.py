@@ -156,3 +156,29 @@ def test_run_with_a_broker_publishes_inputs_then_works_as_a_kafka_worker(ns: Nam
     assert [a["status"] for a in alerts] == ["firing"]
     assert len(dead) == 1 and "missing required field" in dead[0]["reason"]
     assert dead[0]["source"].endswith("mixed.jsonl:4")
+
+
+def test_a_silence_in_redis_mutes_the_alerts_a_worker_publishes(ns: Namespace) -> None:
+    added = ns.lupus(
+        "silence", "add", "-m", "severity=page", "-m", "product=shop",
+        "--starts", "2026-03-02T02:00:00Z", "--until", "2026-03-02T04:00:00Z",
+        "--comment", "maintenance",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    silence_id = added.stdout.split()[0]
+    listed = ns.lupus("silence", "list", "--all")
+    assert listed.returncode == 0 and listed.stdout.split()[0] == silence_id
+    worker = Worker(ns, "w1")
+    try:
+        worker.wait_started()
+        values = [50.0, 60.0, 55.0, 500.0, 58.0]
+        run(produce(ns, "lupus.metrics", metric_lines(iter(hourly("shop", values)))))
+        alerts = run(read_until(ns, "lupus.alerts", lambda rs: len(rs) >= 2))
+    finally:
+        assert worker.terminate(signal.SIGTERM) == 0, worker.log()
+    # fired at 03:00 inside the silence, resolved at 04:00 as it ended: muted as well,
+    # since nobody was told it fired
+    assert [(a["status"], a["silenced_by"]) for a in alerts] == [
+        ("firing", [silence_id]),
+        ("resolved", [silence_id]),
+    ]

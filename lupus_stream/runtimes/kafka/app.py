@@ -140,12 +140,7 @@ class KafkaRuntime:
     async def connect(self) -> None:
         """Create the Redis client and the stages inside the running loop."""
         r = self.settings.redis
-        options: dict[str, Any] = {"username": r.username, "password": r.password}
-        if r.url.startswith("rediss://"):
-            options["ssl_ca_certs"] = r.ssl_ca_certs
-        self.alert_store = RedisAlertStore.from_url(
-            r.url, prefix=r.key_prefix, **{k: v for k, v in options.items() if v is not None}
-        )
+        self.alert_store = RedisAlertStore.from_settings(r)
         self.redis = self.alert_store.client
         self.processor = AsyncAlertProcessor(catalog_lookup(self.catalog), self.alert_store)
         self.stage = DetectStage(
