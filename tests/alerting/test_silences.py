@@ -3,7 +3,7 @@ silences are over."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,35 +12,14 @@ import pytest
 
 from lupus_stream.alerting import AlertProcessor, SqliteAlertStore
 from lupus_stream.alerting.silences import Silence, muting, new_silence
-from lupus_stream.contracts.records import AlertEvent, Anomaly
-from lupus_stream.monitors.spec import Monitor
+from lupus_stream.contracts.records import AlertEvent
+from tests.alerting.test_alert_store_pipeline import T0, make_anomaly, make_monitor
 
-T0 = datetime(2024, 5, 1, tzinfo=UTC)
 HOUR = 3600.0
 
 
 def at(hours: float) -> float:
     return (T0 + timedelta(hours=hours)).timestamp()
-
-
-def make_monitor() -> Monitor:
-    raw = {"name": "ctr", "signal": {"kind": "metric", "name": "ctr"}}
-    return msgspec.structs.replace(msgspec.convert(raw, type=Monitor), product="p")
-
-
-def anomaly(aid: str, hours: float, state: str = "anomalous", region: str = "eu") -> Anomaly:
-    return Anomaly(
-        id=aid,
-        product="p",
-        monitor="p/ctr",
-        series={"region": region},
-        ts=T0 + timedelta(hours=hours),
-        state=state,  # type: ignore[arg-type]
-        kind="level",
-        detector="seasonal",
-        score=0.9,
-        value=0.1,
-    )
 
 
 def silence(sid: str, start: float, end: float, **matchers: str) -> Silence:
@@ -94,10 +73,10 @@ def test_transitions_in_a_silence_are_muted_and_a_muted_firing_is_notified_after
     proc = AlertProcessor({monitor.id: (monitor, "oncall")}.__getitem__, store)
     store.put_silence(silence("s1", 1, 3, region="eu"))
     events: list[Any] = []
-    events += proc.process(anomaly("a0", 0))  # before the silence: pages
-    events += proc.process(anomaly("r1", 1.5, "recovered"))  # resolved, muted
-    events += proc.process(anomaly("a2", 2))  # fires again, muted
-    events += proc.process(anomaly("u2", 2, region="us"))  # another series: pages
+    events += proc.process(make_anomaly("a0", 0))  # before the silence: pages
+    events += proc.process(make_anomaly("r1", 1.5, "recovered"))  # resolved, muted
+    events += proc.process(make_anomaly("a2", 2))  # fires again, muted
+    events += proc.process(make_anomaly("u2", 2, region="us"))  # another series: pages
     events += proc.tick(at(2.5))
     assert seen(events) == [
         ("firing", "eu", 0.0, []),
@@ -121,7 +100,7 @@ def test_expiring_a_silence_early_notifies_at_its_new_end(tmp_path: Path) -> Non
     proc = AlertProcessor({monitor.id: (monitor, "oncall")}.__getitem__, store)
     window = silence("s2", 10, 20, alertname="ctr")
     store.put_silence(window)
-    assert seen(proc.process(anomaly("a11", 11))) == [("firing", "eu", 11.0, ["s2"])]
+    assert seen(proc.process(make_anomaly("a11", 11))) == [("firing", "eu", 11.0, ["s2"])]
     store.put_silence(msgspec.structs.replace(window, ends_at=at(12)))
     assert proc.tick(at(11.5)) == []
     assert seen(proc.tick(at(12.5))) == [("firing", "eu", 12.0, [])]
@@ -133,14 +112,14 @@ def test_the_resolution_of_a_firing_nobody_was_told_of_stays_muted(tmp_path: Pat
     store = SqliteAlertStore(tmp_path / "alerts.db")
     proc = AlertProcessor({monitor.id: (monitor, "oncall")}.__getitem__, store)
     store.put_silence(silence("s1", 1, 3, region="eu"))
-    events = proc.process(anomaly("a2", 2))
-    events += proc.process(anomaly("r3", 3.5, "recovered"))  # after the silence, no tick
+    events = proc.process(make_anomaly("a2", 2))
+    events += proc.process(make_anomaly("r3", 3.5, "recovered"))  # after the silence, no tick
     events += proc.tick(at(4))
     # notified after the silence, then resolved: the resolution pages
-    events += proc.process(anomaly("a5", 5)) + proc.tick(at(6))
+    events += proc.process(make_anomaly("a5", 5)) + proc.tick(at(6))
     store.put_silence(silence("s2", 5.5, 6.5, region="eu"))
     events += proc.tick(at(6.6))
-    events += proc.process(anomaly("r7", 7, "recovered"))
+    events += proc.process(make_anomaly("r7", 7, "recovered"))
     assert seen(events) == [
         ("firing", "eu", 2.0, ["s1"]),
         ("resolved", "eu", 3.5, ["s1"]),
