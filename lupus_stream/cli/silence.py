@@ -16,6 +16,7 @@ import msgspec
 import typer
 
 from lupus_stream.alerting.silences import Silence, new_silence
+from lupus_stream.cli.alert_store import AlertStoreAccess
 from lupus_stream.cli.console import console, errors, silence_line
 from lupus_stream.durations import parse_duration
 from lupus_stream.settings import Settings
@@ -39,59 +40,6 @@ def parse_matcher(text: str) -> tuple[str, str]:
     return match["name"], match["value"] if op == "=" else op + match["value"]
 
 
-class _Store:
-    """The silences of one runtime's alert store, behind one synchronous face."""
-
-    def __init__(self, settings: Settings, data_dir: Path) -> None:
-        self.settings, self.data_dir = settings, data_dir
-
-    def put(self, silence: Silence) -> None:
-        if self.settings.kafka.bootstrap_servers:
-            asyncio.run(self._redis_put(silence))
-            return
-        from lupus_stream.alerting.sqlite_store import SqliteAlertStore
-        from lupus_stream.runtimes.pipeline import DB_FILE
-
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        store = SqliteAlertStore(self.data_dir / DB_FILE)
-        try:
-            store.put_silence(silence)
-        finally:
-            store.close()
-
-    def all(self) -> list[Silence]:
-        if self.settings.kafka.bootstrap_servers:
-            return asyncio.run(self._redis_all())
-        from lupus_stream.alerting.sqlite_store import SqliteAlertStore
-        from lupus_stream.runtimes.pipeline import DB_FILE
-
-        if not (self.data_dir / DB_FILE).exists():
-            return []
-        store = SqliteAlertStore(self.data_dir / DB_FILE)
-        try:
-            return store.silences()
-        finally:
-            store.close()
-
-    async def _redis_put(self, silence: Silence) -> None:
-        from lupus_stream.alerting.redis_store import RedisAlertStore
-
-        store = RedisAlertStore.from_settings(self.settings.redis)
-        try:
-            await store.put_silence(silence)
-        finally:
-            await store.close()
-
-    async def _redis_all(self) -> list[Silence]:
-        from lupus_stream.alerting.redis_store import RedisAlertStore
-
-        store = RedisAlertStore.from_settings(self.settings.redis)
-        try:
-            return await store.silences()
-        finally:
-            await store.close()
-
-
 def _time(text: str) -> float:
     """ISO 8601 with an offset (`2026-05-01T14:00:00Z`) as epoch seconds."""
     try:
@@ -104,7 +52,7 @@ def _time(text: str) -> float:
 
 
 def add(
-    store: _Store,
+    store: AlertStoreAccess,
     matchers: list[str],
     duration: str | None,
     until: str | None,
@@ -123,18 +71,18 @@ def add(
             raise ValueError(f"label {name} matched twice")
         specs[name] = spec
     silence = new_silence(specs, begin, end, created_by or getpass.getuser(), comment)
-    store.put(silence)
+    asyncio.run(store.put_silence(silence))
     return silence
 
 
-def expire(store: _Store, silence_id: str) -> Silence:
+def expire(store: AlertStoreAccess, silence_id: str) -> Silence:
     now = time.time()
-    for silence in store.all():
+    for silence in asyncio.run(store.silences()):
         if silence.id == silence_id:
             if silence.ends_at <= now:
                 raise ValueError(f"silence {silence_id} has already ended")
             ended = msgspec.structs.replace(silence, ends_at=max(now, silence.starts_at + 1e-3))
-            store.put(ended)
+            asyncio.run(store.put_silence(ended))
             return ended
     raise ValueError(f"no silence {silence_id}")
 
@@ -157,7 +105,7 @@ def register(app: typer.Typer, settings_for: Callable[[Path | None], Settings]) 
         settings_file: Annotated[Path | None, typer.Option("--settings")] = None,
     ) -> None:
         """Mute matching alerts from now (or --starts) for --for, or until --until."""
-        store = _Store(settings_for(settings_file), data_dir)
+        store = AlertStoreAccess(settings_for(settings_file), data_dir)
         try:
             silence = add(store, match, duration, until, starts, comment, created_by)
         except ValueError as exc:
@@ -173,7 +121,9 @@ def register(app: typer.Typer, settings_for: Callable[[Path | None], Settings]) 
     ) -> None:
         """The silences that have not ended (with --all, every one)."""
         now = time.time()
-        for silence in _Store(settings_for(settings_file), data_dir).all():
+        for silence in asyncio.run(
+            AlertStoreAccess(settings_for(settings_file), data_dir).silences()
+        ):
             if show_all or silence.ends_at > now:
                 console.print(silence_line(silence, now))
 
@@ -185,7 +135,7 @@ def register(app: typer.Typer, settings_for: Callable[[Path | None], Settings]) 
     ) -> None:
         """End a silence now: alerts it muted that still fire are notified."""
         try:
-            silence = expire(_Store(settings_for(settings_file), data_dir), silence_id)
+            silence = expire(AlertStoreAccess(settings_for(settings_file), data_dir), silence_id)
         except ValueError as exc:
             errors.print(f"[red]error:[/] {exc}")
             raise typer.Exit(2) from None

@@ -10,11 +10,7 @@ counter for the metrics topic shows them. It needs the services of scripts/test-
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
-import socket
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -25,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.kafka_harness import HINT, Namespace, Worker, metric_lines, produce, run
+from tests.integration.kafka_harness import Namespace, Worker, metric_lines, produce, run
+from tests.integration.servers import LoopbackServer
 
 CATALOG = """
 product: shop
@@ -38,33 +35,15 @@ monitors:
 """
 
 JOB = "lupus-worker"
-READY_TIMEOUT = 30.0  # seconds until Prometheus answers /-/ready
 QUERY_TIMEOUT = 60.0  # seconds until the scraped counter shows every record sent
-STOP_TIMEOUT = 30.0  # seconds between SIGTERM and SIGKILL
 
 
-def prometheus_binary() -> str:
-    found = shutil.which("prometheus") or (
-        "/usr/bin/prometheus" if os.access("/usr/bin/prometheus", os.X_OK) else None
-    )
-    if found is None:
-        raise RuntimeError(f"the prometheus binary is not installed: {HINT}")
-    return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Prometheus:
-    """A throw-away Prometheus server: own config, own TSDB, own loopback port."""
+class Prometheus(LoopbackServer):
+    """A Prometheus server scraping `target` every second."""
 
     def __init__(self, workdir: Path, target: str) -> None:
-        self.dir = workdir / "prometheus"
-        self.dir.mkdir()
-        config = self.dir / "prometheus.yml"
+        (workdir / "prometheus").mkdir()
+        config = workdir / "prometheus" / "prometheus.yml"
         # JSON is YAML: no quoting questions for the target.
         config.write_text(
             json.dumps(
@@ -77,45 +56,13 @@ class Prometheus:
                 indent=2,
             )
         )
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = self.dir / "prometheus.log"
-        self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            [
-                prometheus_binary(),
-                f"--config.file={config}",
-                f"--storage.tsdb.path={self.dir / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
-                return int(response.status), response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-
-    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited {self.proc.returncode}:\n{self.log()}")
-            try:
-                if self.get("/-/ready", timeout=2.0)[0] == 200:
-                    return
-            except OSError:
-                pass  # not listening yet
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"prometheus not ready within {timeout}s:\n{self.log()}")
-            time.sleep(0.2)
+        argv = [
+            "prometheus",
+            f"--config.file={config}",
+            "--storage.tsdb.path={dir}/tsdb",
+            "--web.listen-address=127.0.0.1:{port}",
+        ]
+        super().__init__("prometheus", workdir, argv)
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         """Instant query; the vector's samples (`metric` labels, `value` [ts, "v"])."""
@@ -124,19 +71,6 @@ class Prometheus:
         assert status == 200 and answer["status"] == "success", (status, answer)
         assert answer["data"]["resultType"] == "vector", answer
         return list(answer["data"]["result"])
-
-    def terminate(self, timeout: float = STOP_TIMEOUT) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
-        finally:
-            self._log.close()
-        return code
 
 
 @pytest.fixture()

@@ -1,0 +1,103 @@
+"""The alert store a command works on: Redis when a broker is configured (the Kafka
+runtime's), the embedded runtime's state file otherwise. Opened per call, so a command
+that runs for long holds no connection or file between its rounds."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from lupus_stream.alerting.lifecycle import AlertState
+from lupus_stream.alerting.silences import Silence
+from lupus_stream.settings import Settings
+
+
+class AlertStoreAccess:
+    def __init__(self, settings: Settings, data_dir: Path) -> None:
+        self.settings, self.data_dir = settings, data_dir
+
+    @property
+    def on_redis(self) -> bool:
+        return bool(self.settings.kafka.bootstrap_servers)
+
+    @property
+    def where(self) -> str:
+        if self.on_redis:
+            return f"Redis {self.settings.redis.url} (prefix {self.settings.redis.key_prefix})"
+        return str(self._db)
+
+    @property
+    def _db(self) -> Path:
+        from lupus_stream.runtimes.pipeline import DB_FILE
+
+        return self.data_dir / DB_FILE
+
+    @asynccontextmanager
+    async def _redis(self) -> AsyncIterator[Any]:
+        from lupus_stream.alerting.redis_store import RedisAlertStore
+
+        store = RedisAlertStore.from_settings(self.settings.redis)
+        try:
+            yield store
+        finally:
+            await store.close()
+
+    def _sqlite(self, create: bool = False) -> Any:
+        from lupus_stream.alerting.sqlite_store import SqliteAlertStore
+
+        if not self._db.exists():
+            if not create:
+                return None
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        return SqliteAlertStore(self._db)
+
+    async def active(self) -> list[AlertState]:
+        if self.on_redis:
+            async with self._redis() as store:
+                return list(await store.active())
+        store = self._sqlite()
+        if store is None:
+            return []
+        try:
+            return list(store.active())
+        finally:
+            store.close()
+
+    async def get(self, fp: str) -> AlertState | None:
+        if self.on_redis:
+            async with self._redis() as store:
+                state: AlertState | None = await store.get(fp)
+                return state
+        store = self._sqlite()
+        if store is None:
+            return None
+        try:
+            found: AlertState | None = store.get(fp)
+            return found
+        finally:
+            store.close()
+
+    async def silences(self) -> list[Silence]:
+        if self.on_redis:
+            async with self._redis() as store:
+                return list(await store.silences())
+        store = self._sqlite()
+        if store is None:
+            return []
+        try:
+            return list(store.silences())
+        finally:
+            store.close()
+
+    async def put_silence(self, silence: Silence) -> None:
+        if self.on_redis:
+            async with self._redis() as store:
+                await store.put_silence(silence)
+            return
+        store = self._sqlite(create=True)
+        try:
+            store.put_silence(silence)
+        finally:
+            store.close()

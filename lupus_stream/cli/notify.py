@@ -1,0 +1,76 @@
+"""`lupus-stream notify`: hand the firing alerts to an Alertmanager, every interval."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lupus_stream.alerting.alertmanager import AlertmanagerNotifier, http_post
+from lupus_stream.cli.alert_store import AlertStoreAccess
+from lupus_stream.cli.console import errors
+from lupus_stream.settings import Settings
+
+
+def register(app: typer.Typer, settings_for: Callable[[Path | None], Settings]) -> None:
+    """Add `notify` to `app`; `settings_for(path)` loads the settings."""
+
+    @app.command()
+    def notify(
+        alertmanager: Annotated[
+            str,
+            typer.Option(envvar="LUPUS_ALERTMANAGER_URL", help="e.g. http://127.0.0.1:9093"),
+        ],
+        interval: Annotated[
+            float, typer.Option(min=1.0, help="Seconds between rounds (Prometheus: 60).")
+        ] = 60.0,
+        once: Annotated[bool, typer.Option("--once", help="One round, then exit.")] = False,
+        data_dir: Annotated[
+            Path,
+            typer.Option(envvar="LUPUS_DATA_DIR", help="State of the embedded runtime."),
+        ] = Path("lupus-data"),
+        settings_file: Annotated[Path | None, typer.Option("--settings")] = None,
+    ) -> None:
+        """Send the firing alerts (not the silenced ones) to an Alertmanager, which groups,
+        routes and delivers them; alerts that resolved are sent once more as ended. Reads
+        the alert states of the Kafka runtime (Redis) when a broker is configured, of the
+        embedded runtime (--data-dir) otherwise."""
+        store = AlertStoreAccess(settings_for(settings_file), data_dir)
+        notifier = AlertmanagerNotifier(
+            http_post(alertmanager), store.active, store.get, interval=interval
+        )
+        errors.print(f"[dim]notify: alerts of {store.where} to {alertmanager}[/]")
+        ok = asyncio.run(_rounds(notifier, interval, once))
+        if not ok:
+            raise typer.Exit(1)
+
+
+async def _rounds(notifier: AlertmanagerNotifier, interval: float, once: bool) -> bool:
+    """Rounds until SIGTERM or SIGINT (or one, with `once`); False if the last failed."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    ok = True
+    while True:
+        try:
+            sent = await notifier.round()
+            ok = True
+            if sent.firing or sent.ended:
+                errors.print(
+                    f"[dim]notify: sent {len(sent.firing)} firing, {len(sent.ended)} ended[/]"
+                )
+        except Exception as exc:  # the next round sends it all again
+            ok = False
+            errors.print(f"[red]notify:[/] round failed: {type(exc).__name__}: {exc}")
+        if once or stop.is_set():
+            return ok
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+        if stop.is_set():
+            return ok

@@ -1,0 +1,120 @@
+"""The Alertmanager notifier's rounds, against a recorded post: what goes out, when it
+ends, and that a failed round is sent again."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+import pytest
+
+from lupus_stream.alerting.alertmanager import AlertmanagerNotifier, label_name
+from lupus_stream.alerting.lifecycle import AlertState
+
+NOW = 1_780_000_000.0  # 2026-05-28T20:26:40Z
+
+
+def state(fp: str, status: str = "firing", **more: Any) -> AlertState:
+    return AlertState(
+        fingerprint=fp,
+        product="p",
+        monitor="p/ctr",
+        receiver="oncall",
+        labels={"alertname": "ctr", "model.version": "7", "fp": fp},
+        annotations={"summary": f"ctr of {fp}"},
+        status=status,  # type: ignore[arg-type]
+        active_since=NOW - 600,
+        **more,
+    )
+
+
+class Harness:
+    def __init__(self, states: list[AlertState]) -> None:
+        self.states = {s.fingerprint: s for s in states}
+        self.posts: list[list[dict[str, Any]]] = []
+        self.fail = False
+        self.now = NOW
+        self.notifier = AlertmanagerNotifier(
+            self.post, self.active, self.get, interval=60.0, clock=lambda: self.now
+        )
+
+    async def post(self, alerts: list[dict[str, Any]]) -> None:
+        if self.fail:
+            raise RuntimeError("alertmanager down")
+        self.posts.append(alerts)
+
+    async def active(self) -> list[AlertState]:
+        return [s for s in self.states.values() if s.status in ("pending", "firing")]
+
+    async def get(self, fp: str) -> AlertState | None:
+        return self.states.get(fp)
+
+    def round(self) -> tuple[list[str], list[str]]:
+        sent = asyncio.run(self.notifier.round())
+        return [a["labels"]["fp"] for a in sent.firing], [a["labels"]["fp"] for a in sent.ended]
+
+
+def test_firing_alerts_go_out_with_an_end_ahead_and_others_do_not() -> None:
+    harness = Harness(
+        [
+            state("a"),
+            state("muted", silenced_by=("s1",)),
+            state("p", "pending"),
+            state("r", "resolved"),
+        ]
+    )
+    assert harness.round() == (["a"], [])
+    [[alert]] = harness.posts
+    assert alert == {
+        "labels": {"alertname": "ctr", "fp": "a", "model_version": "7"},
+        "annotations": {"summary": "ctr of a"},
+        "startsAt": "2026-05-28T20:16:40Z",
+        "endsAt": "2026-05-28T20:30:40Z",  # four intervals ahead: ends if nobody resends
+    }
+    harness.now += 60
+    assert harness.round() == (["a"], [])
+    assert harness.posts[-1][0]["endsAt"] == "2026-05-28T20:31:40Z"
+
+
+def test_an_alert_that_stops_firing_is_sent_once_as_ended() -> None:
+    harness = Harness([state("a"), state("b"), state("c")])
+    harness.round()
+    resolved_at = NOW + 30
+    harness.states["a"] = msgspec.structs.replace(
+        harness.states["a"], status="resolved", resolved_at=resolved_at
+    )
+    harness.states["b"] = msgspec.structs.replace(harness.states["b"], silenced_by=("s1",))
+    del harness.states["c"]
+    harness.now += 60
+    assert harness.round() == ([], ["a", "b", "c"])
+    ends = {a["labels"]["fp"]: a["endsAt"] for a in harness.posts[-1]}
+    assert ends == {
+        "a": "2026-05-28T20:27:10Z",  # at its resolution
+        "b": "2026-05-28T20:27:40Z",  # muted since: now
+        "c": "2026-05-28T20:27:40Z",
+    }
+    harness.now += 60
+    assert harness.round() == ([], [])
+    assert len(harness.posts) == 2  # an empty round posts nothing
+
+
+def test_a_failed_round_is_sent_again() -> None:
+    harness = Harness([state("a")])
+    harness.round()
+    harness.states["a"] = msgspec.structs.replace(
+        harness.states["a"], status="resolved", resolved_at=NOW + 5
+    )
+    harness.fail = True
+    with pytest.raises(RuntimeError, match="alertmanager down"):
+        harness.round()
+    harness.fail = False
+    assert harness.round() == ([], ["a"])
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("region", "region"), ("model.version", "model_version"), ("a:b-c", "a_b_c")],
+)
+def test_label_names_are_what_alertmanager_takes(name: str, expected: str) -> None:
+    assert label_name(name) == expected

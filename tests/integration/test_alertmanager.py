@@ -1,0 +1,211 @@
+"""Alerts reach on-call through a real Alertmanager (Debian's prometheus-alertmanager,
+started here with a webhook receiver of the test's own): `lupus-stream notify` sends the
+firing alerts of the embedded runtime or of the Kafka runtime, the resolution follows,
+and a lupus-stream silence keeps an alert from paging anyone."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.kafka_harness import (
+    Namespace,
+    Worker,
+    metric_lines,
+    produce,
+    read_until,
+    run,
+)
+from tests.integration.servers import LoopbackServer, free_port
+
+CATALOG = """
+product: shop
+owner: team-shop
+receiver: shop-oncall
+monitors:
+  - name: orders
+    signal: {kind: metric, name: orders}
+    detector: {kind: threshold, upper: 100}
+    alert:
+      severity: page
+      annotations: {summary: "orders at {value}"}
+"""
+WAIT = 30.0  # seconds for a notification to reach the webhook
+
+
+class Webhook:
+    """What Alertmanager posts to its webhook receiver, as it arrives."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        received = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def alerts(self) -> list[tuple[str, dict[str, str], str]]:
+        """(status, labels, endsAt) of every alert of every notification so far."""
+        return [
+            (a["status"], a["labels"], a["endsAt"]) for body in self.bodies for a in body["alerts"]
+        ]
+
+    def wait_for(self, status: str, timeout: float = WAIT) -> list[tuple[str, dict[str, str], str]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(a[0] == status for a in self.alerts()):
+                return self.alerts()
+            time.sleep(0.2)
+        raise TimeoutError(f"no {status} notification within {timeout}s: {self.bodies}")
+
+
+class Alertmanager(LoopbackServer):
+    def __init__(self, workdir: Path, webhook: str) -> None:
+        (workdir / "alertmanager").mkdir()
+        config = workdir / "alertmanager" / "alertmanager.yml"
+        route = {"receiver": "hook", "group_wait": "1s", "group_interval": "1s"}
+        hook = {"url": webhook, "send_resolved": True}
+        config.write_text(
+            json.dumps({"route": route, "receivers": [{"name": "hook", "webhook_configs": [hook]}]})
+        )
+        argv = [
+            "prometheus-alertmanager",
+            f"--config.file={config}",
+            "--storage.path={dir}/data",
+            "--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",  # one instance: no gossip port
+        ]
+        super().__init__("alertmanager", workdir, argv)
+
+
+@pytest.fixture()
+def webhook() -> Iterator[Webhook]:
+    hook = Webhook()
+    yield hook
+    hook.server.shutdown()
+
+
+@pytest.fixture()
+def alertmanager(tmp_path: Path, webhook: Webhook) -> Iterator[Alertmanager]:
+    server = Alertmanager(tmp_path, webhook.url)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        code = server.terminate()
+        assert code == 0, f"alertmanager exited {code} on SIGTERM:\n{server.log()}"
+
+
+def embedded_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("LUPUS_")}
+
+
+def lupus(workdir: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lupus_stream.cli.main", *args],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def metric(hours_ago: float, value: float, region: str) -> str:
+    ts = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=hours_ago)
+    labels = {"region": region, "model.version": "7"}
+    return json.dumps(
+        {"type": "metric", "product": "shop", "name": "orders", "ts": ts.isoformat(),
+         "value": value, "labels": labels}
+    )  # fmt: skip
+
+
+def test_the_embedded_runtime_pages_through_alertmanager_and_resolves(
+    tmp_path: Path, alertmanager: Alertmanager, webhook: Webhook
+) -> None:
+    (tmp_path / "detectors").mkdir()
+    (tmp_path / "detectors" / "shop.yaml").write_text(CATALOG)
+    env = embedded_env()
+    since = (datetime.now(UTC) - timedelta(hours=4)).isoformat()  # silences go by event time
+    silenced = lupus(
+        tmp_path, "silence", "add", "-m", "region=us", "--starts", since, "--for", "1d",
+        "--comment", "test", "--data-dir", "state", env=env,
+    )  # fmt: skip
+    assert silenced.returncode == 0, silenced.stderr
+    records = tmp_path / "in.jsonl"
+    records.write_text(
+        "\n".join([metric(3, 50.0, "eu"), metric(2, 500.0, "eu"), metric(2, 500.0, "us")]) + "\n"
+    )
+    assert lupus(tmp_path, "run", str(records), "--data-dir", "state", env=env).returncode == 0
+    notifier = subprocess.Popen(
+        [sys.executable, "-m", "lupus_stream.cli.main", "notify", "--interval", "1",
+         "--alertmanager", alertmanager.url, "--data-dir", "state"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        [(status, labels, _)] = webhook.wait_for("firing")
+        assert status == "firing"
+        assert labels == {
+            "alertname": "orders",
+            "product": "shop",
+            "severity": "page",
+            "region": "eu",
+            "model_version": "7",
+        }
+        assert webhook.bodies[0]["alerts"][0]["annotations"] == {"summary": "orders at 500.0"}
+        with records.open("a") as handle:
+            handle.write(metric(1, 50.0, "eu") + "\n")
+        assert lupus(tmp_path, "run", str(records), "--data-dir", "state", env=env).returncode == 0
+        seen = webhook.wait_for("resolved")
+    finally:
+        notifier.send_signal(signal.SIGTERM)
+        output, _ = notifier.communicate(timeout=30)
+    assert notifier.returncode == 0, output
+    resolved = [a for a in seen if a[0] == "resolved"]
+    recovered_at = datetime.fromisoformat(resolved[0][2])
+    expected = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    assert abs((recovered_at - expected).total_seconds()) < 120  # the recovery's event time
+    assert all(a[1]["region"] == "eu" for a in seen)  # the silenced series paged nobody
+
+
+def test_notify_reads_the_kafka_runtime_alerts_from_redis(
+    tmp_path: Path, alertmanager: Alertmanager, webhook: Webhook
+) -> None:
+    ns = Namespace(workdir=tmp_path)
+    (tmp_path / "detectors").mkdir()
+    (tmp_path / "detectors" / "shop.yaml").write_text(CATALOG)
+    assert ns.lupus("topics", "create").returncode == 0
+    worker = Worker(ns, "w1")
+    try:
+        worker.wait_started()
+        now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        points = [
+            ("shop", (now - timedelta(hours=h)).isoformat(), v) for h, v in ((2, 50.0), (1, 500.0))
+        ]
+        run(produce(ns, "lupus.metrics", metric_lines(iter(points))))
+        run(read_until(ns, "lupus.alerts", lambda rs: len(rs) >= 1))
+    finally:
+        assert worker.terminate(signal.SIGTERM) == 0, worker.log()
+    sent = ns.lupus("notify", "--once", "--alertmanager", alertmanager.url)
+    assert sent.returncode == 0, sent.stderr
+    assert "sent 1 firing, 0 ended" in sent.stderr
+    [(_, labels, _)] = webhook.wait_for("firing")
+    assert labels["alertname"] == "orders" and labels["product"] == "shop"
