@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lupus_stream.alerting.fingerprint import alert_labels, fingerprint
-from lupus_stream.alerting.lifecycle import AlertState, on_anomaly, on_tick
+from lupus_stream.alerting.lifecycle import AlertState, on_anomaly
 from lupus_stream.alerting.pipeline import MonitorLookup, policy_for
 from lupus_stream.alerting.redis_store import RedisAlertStore, Transition
-from lupus_stream.alerting.silences import Silence, mute, unmute
+from lupus_stream.alerting.silences import Silence, mute, on_tick_silenced
 from lupus_stream.contracts.records import AlertEvent, Anomaly
 from lupus_stream.monitors.spec import AlertPolicy
 
@@ -70,11 +70,9 @@ class AsyncAlertProcessor:
             def transition(
                 state: AlertState | None, policy: AlertPolicy = policy
             ) -> tuple[AlertState | None, list[AlertEvent]]:
-                if state is None:
-                    return None, []
-                new, resolved = mute(*on_tick(state, now, policy), silences)
-                new, notified = unmute(new, now, silences)
-                return new, resolved + notified
+                return (
+                    (None, []) if state is None else on_tick_silenced(state, now, policy, silences)
+                )
 
             events.extend(await self.store.apply(candidate.fingerprint, transition))
         return events

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from lupus_stream.alerting.fingerprint import alert_labels, fingerprint
-from lupus_stream.alerting.lifecycle import on_anomaly, on_tick
-from lupus_stream.alerting.silences import mute, unmute
+from lupus_stream.alerting.lifecycle import on_anomaly
+from lupus_stream.alerting.silences import mute, on_tick_silenced
 from lupus_stream.alerting.store import AlertStore
 from lupus_stream.contracts.records import AlertEvent, Anomaly
 from lupus_stream.monitors.spec import AlertPolicy, Catalog, Monitor
@@ -63,10 +63,9 @@ class AlertProcessor:
         events: list[AlertEvent] = []
         silences = self.store.silences()
         for state in self.store.active():
-            new, out = on_tick(state, now, policy_for(self.monitor_for, state.monitor))
-            new, out = mute(new, out, silences)
-            new, notified = unmute(new, now, silences)
+            policy = policy_for(self.monitor_for, state.monitor)
+            new, out = on_tick_silenced(state, now, policy, silences)
             if new != state:
                 self.store.put(new)
-                events.extend(out + notified)
+                events.extend(out)
         return events

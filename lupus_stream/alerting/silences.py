@@ -20,10 +20,11 @@ from typing import Annotated
 import msgspec
 from msgspec.structs import replace
 
-from lupus_stream.alerting.lifecycle import AlertState, firing_event
+from lupus_stream.alerting.lifecycle import AlertState, firing_event, on_tick
 from lupus_stream.contracts.names import NAME_PATTERN_WHOLE, NAME_RULE
 from lupus_stream.contracts.records import AlertEvent
 from lupus_stream.monitors.matchers import compile_matcher, compile_matchers
+from lupus_stream.monitors.spec import AlertPolicy
 
 _NAME = re.compile(NAME_PATTERN_WHOLE)
 LabelName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NAME_PATTERN_WHOLE)]
@@ -115,3 +116,13 @@ def unmute(
     at = min(max(ends, default=now), now)
     state = replace(state, silenced_by=())
     return mute(state, [firing_event(state, at)], silences)
+
+
+def on_tick_silenced(
+    state: AlertState, now: float, policy: AlertPolicy, silences: Sequence[Silence]
+) -> tuple[AlertState, list[AlertEvent]]:
+    """`on_tick` with silences: a resolution that fell due, muted or not, then the
+    notification of a muted firing whose silences are over."""
+    state, resolved = mute(*on_tick(state, now, policy), silences)
+    state, notified = unmute(state, now, silences)
+    return state, resolved + notified
