@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.catalogs import PAGED_WITH_SUMMARY
 from tests.integration.kafka_harness import (
     Namespace,
     Worker,
@@ -30,18 +31,7 @@ from tests.integration.kafka_harness import (
 )
 from tests.integration.servers import LoopbackServer, free_port
 
-CATALOG = """
-product: shop
-owner: team-shop
-receiver: shop-oncall
-monitors:
-  - name: orders
-    signal: {kind: metric, name: orders}
-    detector: {kind: threshold, upper: 100}
-    alert:
-      severity: page
-      annotations: {summary: "orders at {value}"}
-"""
+CATALOG = PAGED_WITH_SUMMARY
 WAIT = 30.0  # seconds for a notification to reach the webhook
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from tests.catalogs import PAGED
 from tests.integration.kafka_harness import (
     Namespace,
     Worker,
@@ -19,17 +20,7 @@ from tests.integration.kafka_harness import (
     run,
 )
 
-CATALOG = """
-product: shop
-owner: team-shop
-receiver: shop-oncall
-monitors:
-  - name: orders
-    signal: {kind: metric, name: orders}
-    detector: {kind: threshold, upper: 100}
-    alert:
-      severity: page
-"""
+CATALOG = PAGED
 
 
 @pytest.fixture()

@@ -21,18 +21,11 @@ from typing import Any
 
 import pytest
 
+from tests.catalogs import SHOP_ORDERS
 from tests.integration.kafka_harness import Namespace, Worker, metric_lines, produce, run
 from tests.integration.servers import LoopbackServer
 
-CATALOG = """
-product: shop
-owner: team-shop
-receiver: shop-oncall
-monitors:
-  - name: orders
-    signal: {kind: metric, name: orders}
-    detector: {kind: threshold, upper: 100}
-"""
+CATALOG = SHOP_ORDERS
 
 JOB = "lupus-worker"
 QUERY_TIMEOUT = 60.0  # seconds until the scraped counter shows every record sent

@@ -19,18 +19,9 @@ from typing import Any
 
 import pytest
 
-CATALOG = """
-product: shop
-owner: team-shop
-receiver: shop-oncall
-monitors:
-  - name: orders
-    signal: {kind: metric, name: orders}
-    detector: {kind: threshold, upper: 100}
-    alert:
-      severity: page
-      annotations: {summary: "orders at {value}"}
-"""
+from tests.catalogs import PAGED_WITH_SUMMARY
+
+CATALOG = PAGED_WITH_SUMMARY
 START = datetime(2026, 3, 2, tzinfo=UTC)
 
 

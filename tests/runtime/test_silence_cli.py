@@ -12,15 +12,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-CATALOG = """
-product: shop
-owner: team-shop
-receiver: shop-oncall
-monitors:
-  - name: orders
-    signal: {kind: metric, name: orders}
-    detector: {kind: threshold, upper: 100}
-"""
+from tests.catalogs import SHOP_ORDERS
+
+CATALOG = SHOP_ORDERS
 START = datetime(2026, 3, 2, tzinfo=UTC)
 
 
