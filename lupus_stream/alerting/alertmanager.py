@@ -39,8 +39,10 @@ def _iso(epoch: float) -> str:
 
 
 def to_alertmanager(state: AlertState, ends_at: float) -> dict[str, Any]:
-    """One alert of Alertmanager's `POST /api/v2/alerts`."""
+    """One alert of Alertmanager's `POST /api/v2/alerts` (never ending before it starts,
+    which Alertmanager refuses)."""
     starts = state.active_since if state.active_since is not None else ends_at
+    ends_at = max(ends_at, starts)
     return {
         "labels": {label_name(k): v for k, v in sorted(state.labels.items())},
         "annotations": dict(state.annotations),
@@ -71,11 +73,14 @@ class AlertmanagerNotifier:
 
     async def round(self) -> Sent:
         """Send one round. If the post fails nothing is taken as sent, so the next round
-        sends it all again."""
+        sends it all again; if Alertmanager refuses the batch as invalid, each alert goes
+        alone and those it refuses are in `rejected`."""
         now = self.clock()
         firing = {s.fingerprint: s for s in await self.active() if notified(s)}
-        ends = now + ENDS_AFTER_INTERVALS * self.interval
-        sent = Sent([to_alertmanager(s, ends) for s in firing.values()])
+        ahead = ENDS_AFTER_INTERVALS * self.interval
+        sent = Sent(
+            [to_alertmanager(s, max(now, s.active_since or now) + ahead) for s in firing.values()]
+        )
         for fp, last in self._firing.items():
             if fp in firing:
                 continue
@@ -84,8 +89,16 @@ class AlertmanagerNotifier:
                 sent.ended.append(to_alertmanager(state, state.resolved_at))
             else:  # muted since, back to pending, or gone: it ends now
                 sent.ended.append(to_alertmanager(last, now))
-        if sent.firing or sent.ended:
-            await self.post(sent.firing + sent.ended)
+        alerts = sent.firing + sent.ended
+        if alerts:
+            try:
+                await self.post(alerts)
+            except Rejected:  # one bad alert must not hold back the others
+                for alert in alerts:
+                    try:
+                        await self.post([alert])
+                    except Rejected as exc:
+                        sent.rejected.append((alert, str(exc)))
         self._firing = firing
         return sent
 
@@ -96,6 +109,12 @@ class Sent:
 
     firing: list[dict[str, Any]]
     ended: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # and why
+
+
+class Rejected(RuntimeError):
+    """Alertmanager refused the alerts as invalid (a 4xx answer): sending them again
+    would not help."""
 
 
 def http_post(url: str, timeout: float = 10.0) -> Post:
@@ -112,6 +131,7 @@ def http_post(url: str, timeout: float = 10.0) -> Post:
         ):
             if response.status != 200:
                 body = (await response.text())[:500]
-                raise RuntimeError(f"{endpoint} answered {response.status}: {body}")
+                error = Rejected if 400 <= response.status < 500 else RuntimeError
+                raise error(f"{endpoint} answered {response.status}: {body}")
 
     return post

@@ -60,7 +60,9 @@ async def _rounds(notifier: AlertmanagerNotifier, interval: float, once: bool) -
     while True:
         try:
             sent = await notifier.round()
-            ok = True
+            ok = not sent.rejected
+            for alert, reason in sent.rejected:
+                errors.print(f"[red]notify:[/] refused: {alert['labels']}: {reason}")
             if sent.firing or sent.ended:
                 errors.print(
                     f"[dim]notify: sent {len(sent.firing)} firing, {len(sent.ended)} ended[/]"

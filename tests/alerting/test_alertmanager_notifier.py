@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from lupus_stream.alerting.alertmanager import AlertmanagerNotifier, label_name
+from lupus_stream.alerting.alertmanager import AlertmanagerNotifier, Rejected, label_name
 from lupus_stream.alerting.lifecycle import AlertState
 
 NOW = 1_780_000_000.0  # 2026-05-28T20:26:40Z
@@ -24,8 +24,7 @@ def state(fp: str, status: str = "firing", **more: Any) -> AlertState:
         labels={"alertname": "ctr", "model.version": "7", "fp": fp},
         annotations={"summary": f"ctr of {fp}"},
         status=status,  # type: ignore[arg-type]
-        active_since=NOW - 600,
-        **more,
+        **{"active_since": NOW - 600, **more},
     )
 
 
@@ -118,3 +117,29 @@ def test_a_failed_round_is_sent_again() -> None:
 )
 def test_label_names_are_what_alertmanager_takes(name: str, expected: str) -> None:
     assert label_name(name) == expected
+
+
+def test_an_alert_alertmanager_refuses_does_not_hold_back_the_others() -> None:
+    harness = Harness([state("a"), state("bad"), state("c")])
+
+    async def picky(alerts: list[dict[str, Any]]) -> None:
+        if any(a["labels"]["fp"] == "bad" for a in alerts):
+            raise Rejected("400: bad alert")
+        harness.posts.append(alerts)
+
+    harness.notifier.post = picky
+    sent = asyncio.run(harness.notifier.round())
+    assert [[a["labels"]["fp"] for a in post] for post in harness.posts] == [["a"], ["c"]]
+    assert [(a["labels"]["fp"], why) for a, why in sent.rejected] == [("bad", "400: bad alert")]
+
+
+def test_an_alert_stamped_ahead_of_the_clock_never_ends_before_it_starts() -> None:
+    harness = Harness([state("a", active_since=NOW + 3600)])
+    harness.round()
+    [[alert]] = harness.posts
+    assert alert["startsAt"] == "2026-05-28T21:26:40Z"
+    assert alert["endsAt"] == "2026-05-28T21:30:40Z"  # four intervals after its start
+    del harness.states["a"]
+    harness.round()
+    [ended] = harness.posts[-1]
+    assert ended["endsAt"] == ended["startsAt"]

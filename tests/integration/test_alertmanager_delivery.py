@@ -5,6 +5,7 @@ and a lupus-stream silence keeps an alert from paging anyone."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from lupus_stream.alerting.alertmanager import Rejected, http_post
 from tests.catalogs import PAGED_WITH_SUMMARY
 from tests.integration.kafka_harness import (
     Namespace,
@@ -199,3 +201,21 @@ def test_notify_reads_the_kafka_runtime_alerts_from_redis(
     assert "sent 1 firing, 0 ended" in sent.stderr
     [(_, labels, _)] = webhook.wait_for("firing")
     assert labels["alertname"] == "orders" and labels["product"] == "shop"
+
+
+def test_an_alert_alertmanager_refuses_is_told_apart_from_an_outage(
+    alertmanager: Alertmanager, webhook: Webhook
+) -> None:
+    post = http_post(alertmanager.url)
+    ok = {"labels": {"alertname": "ok"}, "startsAt": "2026-01-01T00:00:00Z"}
+    backwards = {
+        "labels": {"alertname": "backwards"},
+        "startsAt": "2026-01-01T01:00:00Z",
+        "endsAt": "2026-01-01T00:00:00Z",
+    }
+    asyncio.run(post([ok]))
+    with pytest.raises(Rejected, match="400"):
+        asyncio.run(post([backwards]))
+    with pytest.raises((OSError, RuntimeError)) as down:
+        asyncio.run(http_post(f"http://127.0.0.1:{free_port()}")([ok]))
+    assert not isinstance(down.value, Rejected)
