@@ -7,7 +7,7 @@ import json
 from rich.console import Console
 from rich.text import Text
 
-from lupus_stream.alerting.lifecycle import to_datetime
+from lupus_stream.alerting.lifecycle import AlertState, to_datetime
 from lupus_stream.alerting.silences import Silence
 from lupus_stream.contracts import AlertEvent, DeadLetter
 
@@ -34,6 +34,32 @@ def alert_line(event: AlertEvent) -> Text:
         text.append(f"  {summary}")
     if event.silenced_by:
         text.append(f"  (silenced by {', '.join(event.silenced_by)})", style="dim")
+    return text
+
+
+def state_line(state: AlertState) -> Text:
+    """One pending or firing alert as `lupus-stream alerts` lists it."""
+    since = state.active_since if state.status == "firing" else state.pending_since
+    series = ",".join(
+        f"{k}={v}" for k, v in state.labels.items() if k not in ("alertname", "product", "severity")
+    )
+    text = Text()
+    text.append(
+        f"{state.status.upper():8}", style="bold red" if state.status == "firing" else "yellow"
+    )
+    text.append(
+        f" since {to_datetime(since):%Y-%m-%d %H:%M} " if since is not None else " ", style="dim"
+    )
+    text.append(f"[{state.labels.get('severity', '')}] ")
+    text.append(state.monitor, style="bold")
+    if series:
+        text.append(f" {{{series}}}", style="dim")
+    text.append(f"  -> {state.receiver}", style="dim")
+    summary = state.annotations.get("summary")
+    if summary:
+        text.append(f"  {summary}")
+    if state.silenced_by:
+        text.append(f"  (silenced by {', '.join(state.silenced_by)})", style="dim")
     return text
 
 

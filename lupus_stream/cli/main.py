@@ -12,6 +12,7 @@ import typer
 
 from lupus_stream.cli.console import alert_line, console, deadletter_line, errors
 from lupus_stream.cli.notify import register as register_notify
+from lupus_stream.cli.notify import register_alerts
 from lupus_stream.cli.silence import register as register_silences
 from lupus_stream.contracts.topics import TopicError, TopicSpec, load_topics
 from lupus_stream.monitors import Catalog, MonitorError, load_catalog
@@ -47,6 +48,7 @@ def _settings(path: Path | None) -> Settings:
 
 register_silences(app, _settings)
 register_notify(app, _settings)
+register_alerts(app, _settings)
 
 
 def _topic_specs(settings: Settings) -> dict[str, TopicSpec]:

@@ -1,4 +1,5 @@
-"""`lupus-stream notify`: hand the firing alerts to an Alertmanager, every interval."""
+"""`lupus-stream notify`: hand the firing alerts to an Alertmanager, every interval;
+`lupus-stream alerts`: what is pending or firing now."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import typer
 
 from lupus_stream.alerting.alertmanager import AlertmanagerNotifier, http_post
 from lupus_stream.cli.alert_store import AlertStoreAccess
-from lupus_stream.cli.console import errors
+from lupus_stream.cli.console import console, errors, state_line
 from lupus_stream.settings import Settings
 
 
@@ -48,6 +49,28 @@ def register(app: typer.Typer, settings_for: Callable[[Path | None], Settings]) 
         ok = asyncio.run(_rounds(notifier, interval, once))
         if not ok:
             raise typer.Exit(1)
+
+
+def register_alerts(app: typer.Typer, settings_for: Callable[[Path | None], Settings]) -> None:
+    """Add `alerts` to `app`."""
+
+    @app.command()
+    def alerts(
+        data_dir: Annotated[
+            Path,
+            typer.Option(envvar="LUPUS_DATA_DIR", help="State of the embedded runtime."),
+        ] = Path("lupus-data"),
+        settings_file: Annotated[Path | None, typer.Option("--settings")] = None,
+    ) -> None:
+        """The pending and firing alerts, firing first (Redis when a broker is configured,
+        the embedded runtime's --data-dir otherwise)."""
+        store = AlertStoreAccess(settings_for(settings_file), data_dir)
+        states = asyncio.run(store.active())
+        states.sort(key=lambda s: (s.status != "firing", s.active_since or s.pending_since or 0))
+        for state in states:
+            console.print(state_line(state))
+        if not states:
+            errors.print(f"[dim]no pending or firing alert in {store.where}[/]")
 
 
 async def _rounds(notifier: AlertmanagerNotifier, interval: float, once: bool) -> bool:

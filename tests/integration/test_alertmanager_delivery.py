@@ -196,6 +196,9 @@ def test_notify_reads_the_kafka_runtime_alerts_from_redis(
         run(read_until(ns, "lupus.alerts", lambda rs: len(rs) >= 1))
     finally:
         assert worker.terminate(signal.SIGTERM) == 0, worker.log()
+    listed = ns.lupus("alerts")
+    assert listed.returncode == 0 and listed.stdout.startswith("FIRING "), listed.stderr
+    assert "shop/orders" in listed.stdout and "[page]" in listed.stdout
     sent = ns.lupus("notify", "--once", "--alertmanager", alertmanager.url)
     assert sent.returncode == 0, sent.stderr
     assert "sent 1 firing, 0 ended" in sent.stderr

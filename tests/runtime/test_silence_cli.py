@@ -77,6 +77,9 @@ def test_a_silence_mutes_matching_alerts_of_a_run(tmp_path: Path) -> None:
         ("resolved", "eu", [silence_id]),  # its firing was never notified
     ]
     assert f"(silenced by {silence_id})" in run.stdout
+    [line] = lupus(tmp_path, "alerts", "--data-dir", "state").stdout.splitlines()
+    assert line.startswith("FIRING   since 2026-03-02 01:00 [ticket] shop/orders {region=us}")
+    assert "-> shop-oncall" in line and "silenced" not in line
 
 
 def test_list_and_expire(tmp_path: Path) -> None:
