@@ -1,11 +1,20 @@
-"""Where results go in the embedded runtime: JSON-lines files, one object per line."""
+"""Where results go in the embedded runtime: JSON-lines files, one object per line.
+
+A file that would grow past `max_bytes` is rotated first (`x.jsonl` -> `x.jsonl.1` ->
+... -> `x.jsonl.<keep>`, the oldest dropped), as a topic's retention bounds the Kafka
+runtime's outputs: a flood of bad input must not fill the disk and stop the runtime.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import IO
 
 import msgspec
+
+MAX_BYTES = 100 * 1024 * 1024  # per file
+KEEP = 5  # rotated files kept besides the current one
 
 _encoder = msgspec.json.Encoder()
 
@@ -13,15 +22,32 @@ _encoder = msgspec.json.Encoder()
 class JsonlSink:
     """Appends records to a file; flushed by the caller at checkpoints and on stop."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int = MAX_BYTES, keep: int = KEEP) -> None:
+        if max_bytes < 1 or keep < 1:
+            raise ValueError("max_bytes and keep must be at least 1")
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+        self.path, self.max_bytes, self.keep = path, max_bytes, keep
         self._file: IO[bytes] = path.open("ab")
+        self._size = self._file.tell()
         self.count = 0
 
     def write(self, record: msgspec.Struct) -> None:
-        self._file.write(_encoder.encode(record) + b"\n")
+        line = _encoder.encode(record) + b"\n"
+        if self._size and self._size + len(line) > self.max_bytes:
+            self._rotate()
+        self._file.write(line)
+        self._size += len(line)
         self.count += 1
+
+    def _rotate(self) -> None:
+        self._file.close()
+        for i in range(self.keep - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{i}")
+            if older.exists():
+                os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
+        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        self._file = self.path.open("ab")
+        self._size = 0
 
     def flush(self) -> None:
         self._file.flush()
