@@ -22,11 +22,12 @@ from msgspec.structs import replace
 
 from lupus_stream.alerting.lifecycle import AlertState, firing_event, on_tick
 from lupus_stream.contracts.names import NAME_PATTERN_WHOLE, NAME_RULE
-from lupus_stream.contracts.records import AlertEvent
+from lupus_stream.contracts.records import EARLIEST, LATEST, AlertEvent
 from lupus_stream.monitors.matchers import compile_matcher, compile_matchers
 from lupus_stream.monitors.spec import AlertPolicy
 
 _NAME = re.compile(NAME_PATTERN_WHOLE)
+_EARLIEST, _LATEST = EARLIEST.timestamp(), LATEST.timestamp()
 LabelName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NAME_PATTERN_WHOLE)]
 
 
@@ -44,6 +45,9 @@ class Silence(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     def __post_init__(self) -> None:
         if not self.matchers:
             raise ValueError("a silence needs at least one matcher (it would mute everything)")
+        for at in (self.starts_at, self.ends_at):
+            if not _EARLIEST <= at < _LATEST:  # NaN and infinities too
+                raise ValueError("a silence must start and end between 1900 and 2200 (UTC)")
         if not self.ends_at > self.starts_at:
             raise ValueError("a silence must end after it starts")
         for name, spec in self.matchers.items():

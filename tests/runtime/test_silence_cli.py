@@ -118,6 +118,8 @@ def test_bad_silences_are_refused_with_a_reason(tmp_path: Path) -> None:
         (["-m", "bad name=x", "--for", "1h"], "the label name breaks the rule"),
         (["-m", "a=1", "-m", "a=2", "--for", "1h"], "label a matched twice"),
         (["-m", "a=1", "--until", "2001-01-01T00:00:00Z"], "end after it starts"),
+        (["-m", "a=1", "--for", "1000000w"], "between 1900 and 2200"),
+        (["-m", "a=1", "--for", "99999999999999999999w"], "between 1900 and 2200"),
     ]
     for args, reason in cases:
         out = lupus(tmp_path, "silence", "add", *args, "--comment", "x")

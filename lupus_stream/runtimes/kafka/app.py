@@ -22,6 +22,7 @@ from faust.types import TP
 from lupus_stream.alerting.async_pipeline import AsyncAlertProcessor
 from lupus_stream.alerting.pipeline import catalog_lookup
 from lupus_stream.alerting.redis_store import DEFAULT_DRAIN_LIMIT, RedisAlertStore, Transition
+from lupus_stream.alerting.silences import Silence
 from lupus_stream.contracts import AlertEvent, Anomaly, DeadLetter
 from lupus_stream.contracts.topics import (
     ALERTS_TOPIC,
@@ -122,6 +123,7 @@ class KafkaRuntime:
         self.processor: AsyncAlertProcessor | None = None
         self.stage: DetectStage | None = None
         self._committed = asyncio.Event()  # the alert agent committed a transition
+        self._silences: list[Silence] = []  # the last read, for when Redis cannot answer
         self._publishing: asyncio.Task[None] | None = None
         self._stopping = False
         self._wire()
@@ -186,7 +188,7 @@ class KafkaRuntime:
         async for events in take(ALERT_BATCH, within=ALERT_BATCH_WAIT):
             started = time.perf_counter()
             assert self.processor is not None and self.alert_store is not None
-            silences = await self.alert_store.silences()
+            silences = await self._current_silences()
             batch: list[tuple[Any, tuple[str, Transition]]] = []
             for event in events:
                 try:
@@ -198,6 +200,16 @@ class KafkaRuntime:
                 self._committed.set()
             metrics.RECORDS_IN.labels(topic=self.anomalies.get_topic_name()).inc(len(events))
             metrics.LATENCY.labels(stage="alert").observe(time.perf_counter() - started)
+
+    async def _current_silences(self) -> list[Silence]:
+        """The silences in Redis, or the last ones read when it cannot answer (the batch's
+        commit then fails and says so, and its anomalies become dead letters)."""
+        assert self.alert_store is not None
+        try:
+            self._silences = await self.alert_store.silences()
+        except Exception:
+            _log.exception("alert stage: silences unreadable; using the last ones read")
+        return self._silences
 
     async def _commit_alerts(self, batch: list[tuple[Any, tuple[str, Transition]]]) -> bool:
         """Apply a batch's transitions; True if any committed an event. If the batch
