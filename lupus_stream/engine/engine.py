@@ -88,7 +88,7 @@ class Outcome:
 class _Group:
     """The points of one batch for one series, in the order `process` would feed them."""
 
-    __slots__ = ("index", "offset", "parts", "position", "series", "ts", "xs")
+    __slots__ = ("fed", "index", "offset", "parts", "position", "series", "ts", "xs")
 
     def __init__(self, series: Series, position: int, offset: int = 0) -> None:
         self.series = series
@@ -98,6 +98,7 @@ class _Group:
         self.index: list[int] = []  # of each point's record, in order
         self.ts: list[float] = []
         self.xs: list[float | None] = []
+        self.fed = 0.0  # the watermark `process` would have at the group's last point
 
 
 class EngineSnapshot(msgspec.Struct):
@@ -342,12 +343,16 @@ class Engine:
                 group.parts.append(indices)
             for position, error in refused:
                 results.extend((offset + i, position, error) for i in indices)
-        newest = max(times)
-        if self.watermark is None or newest > self.watermark:
-            self.watermark = newest
+        prior = self.watermark
+        running = list(
+            itertools.accumulate(times, max, initial=times[0] if prior is None else prior)
+        )
+        newest = running[-1]
+        self.watermark = newest
         for group in groups.values():
             parts = group.parts
             indices = parts[0] if len(parts) == 1 else sorted(itertools.chain(*parts))
+            group.fed = running[indices[-1] + 1]
             group.index = indices
             group.ts = list(map(times.__getitem__, indices))
             group.xs = list(map(values.__getitem__, indices))
@@ -431,14 +436,13 @@ class Engine:
             if scratch.anomalies or scratch.errors:
                 self._tag(group.offset + i, scratch, results, group.position)
                 scratch = Outcome()
+        group.series.last_fed = group.fed  # the watermark `process` had at its last point
 
     def _judge_batch(self, group: _Group, batch: VerdictBatch, results: _Tagged) -> None:
         """What `_feed` does after `update`, for each verdict of a batch (no `on_verdict`):
         only anomalous verdicts, and those after an anomaly or an absence, matter."""
         series, ts, xs, flags = group.series, group.ts, group.xs, batch.flags
-        newest = max(ts)
-        last = series.last_point
-        series.last_point = newest if last is None else max(last, newest)
+        series.last_fed = group.fed
         seen = ts if None not in xs else [t for t, x in zip(ts, xs, strict=True) if x is not None]
         if seen:
             newest = max(seen)
@@ -496,7 +500,7 @@ class Engine:
         return out
 
     def _feed(self, series: Series, t: float, x: Any, out: Outcome) -> None:
-        series.last_point = t if series.last_point is None else max(series.last_point, t)
+        series.last_fed = self.watermark
         try:
             verdict = series.detector.update(t, x)
         except Exception as exc:  # a detector bug must not stop the other monitors
@@ -619,7 +623,8 @@ class Engine:
             key
             for key, series in self.series.items()
             if (limit := self._forget_after.get(series.monitor.id)) is not None
-            and (series.last_point is None or t - series.last_point > limit)
+            and series.last_fed is not None
+            and t - series.last_fed > limit
         ]
         for key in gone:
             series = self.series.pop(key)
@@ -701,7 +706,10 @@ class Engine:
                 continue
             series = Series(monitor, item.labels, detector)
             series.last_seen = item.last_seen
-            series.last_point = item.last_seen if item.last_point is None else item.last_point
+            # from a snapshot older than `last_fed`: its last value, else now
+            series.last_fed = next(
+                t for t in (item.last_fed, item.last_seen, snap.watermark, 0.0) if t is not None
+            )
             series.anomalous_since = item.anomalous_since
             series.absent = item.absent
             self.series[series.key] = series

@@ -53,7 +53,7 @@ class SeriesSnapshot(msgspec.Struct, array_like=True):
     last_seen: float | None
     anomalous_since: float | None
     absent: bool
-    last_point: float | None = None  # absent from snapshots written before it existed
+    last_fed: float | None = None  # absent from snapshots written before it existed
 
 
 class Series:
@@ -65,7 +65,7 @@ class Series:
         "detector",
         "key",
         "labels",
-        "last_point",
+        "last_fed",
         "last_seen",
         "monitor",
     )
@@ -82,7 +82,9 @@ class Series:
         self.key = series_key(monitor.id, labels) if key is None else key
         self.detector = detector
         self.last_seen: float | None = None  # event time of the latest value (not missing)
-        self.last_point: float | None = None  # of the latest point, missing values included
+        # the engine's watermark when the series last got a point (missing values too):
+        # how long it has been idle, in the engine's own progress
+        self.last_fed: float | None = None
         self.anomalous_since: float | None = None
         self.absent = False
 
@@ -134,5 +136,5 @@ class Series:
             self.last_seen,
             self.anomalous_since,
             self.absent,
-            self.last_point,
+            self.last_fed,
         )

@@ -647,20 +647,38 @@ def test_a_clock_ahead_of_the_data_forgets_nothing(tmp_path: Path) -> None:
     assert list(engine.series) == ["shop/quiet"]
 
 
-def test_last_point_survives_a_snapshot_and_defaults_to_last_seen(tmp_path: Path) -> None:
+def test_last_fed_survives_a_snapshot_and_defaults_to_last_seen(tmp_path: Path) -> None:
     cat = catalog(tmp_path, FORGETFUL)
     engine = Engine(cat)
     run(engine, [metric(0, 100.0, name="visits"), metric(5, None, name="visits")])
     restored = Engine(cat)
     restored.restore(engine.snapshot())
-    assert restored.series["shop/quiet"].last_point == at(5).timestamp()
+    assert restored.series["shop/quiet"].last_fed == at(5).timestamp()
     assert restored.series["shop/quiet"].last_seen == at(0).timestamp()
-    # a snapshot from before `last_point` existed: series entries one field shorter
+    # a snapshot from before `last_fed` existed: series entries one field shorter; a
+    # series with no value at all counts from the snapshot's watermark
+    run(engine, [metric(6, None, name="visits", kind="empty")])
     old = msgspec.msgpack.decode(engine.snapshot())
     old["series"] = [entry[:-1] for entry in old["series"]]
     older = Engine(cat)
     older.restore(msgspec.msgpack.encode(old))
-    assert older.series["shop/quiet"].last_point == at(0).timestamp()
+    assert older.series["shop/quiet"].last_fed == at(0).timestamp()
+    assert older.series["shop/quiet{kind=empty}"].last_fed == at(6).timestamp()
+    assert older.tick(at(7)).anomalies == [] and len(older.series) == 2
+
+
+def test_a_series_behind_the_others_is_not_forgotten_while_it_sends(tmp_path: Path) -> None:
+    """Idle is measured in the engine's progress: a backfill 40 days behind the live
+    series keeps its state."""
+    engine = Engine(catalog(tmp_path, FORGETFUL))
+    for h in range(100):
+        run(engine, [metric(h + 40 * 24, 100.0, name="orders", host="live")])
+        run(engine, [metric(h, 100.0 + h % 3, name="orders", host="backfill")])
+        engine.tick(at(h + 40 * 24))
+    assert sorted(engine.series) == ["shop/orders{host=backfill}", "shop/orders{host=live}"]
+    # its detector kept its history: an outlier is one at once
+    spike = run(engine, [metric(100, 5000.0, name="orders", host="backfill")]).anomalies
+    assert [(a.series, a.state) for a in spike] == [({"host": "backfill"}, "anomalous")]
 
 
 EVERYTHING = SPIKE + ABSENT + ACCURACY + FRESHNESS
