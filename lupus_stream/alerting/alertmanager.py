@@ -113,8 +113,9 @@ class Sent:
 
 
 class Rejected(RuntimeError):
-    """Alertmanager refused the alerts as invalid (a 4xx answer): sending them again
-    would not help."""
+    """Alertmanager refused alerts as invalid (400; it keeps the valid ones of a batch):
+    sending them again would not help. Other answers (a wrong path, a proxy's 401 or 429)
+    fail the round, which is sent again whole."""
 
 
 def http_post(url: str, timeout: float = 10.0) -> Post:
@@ -131,7 +132,7 @@ def http_post(url: str, timeout: float = 10.0) -> Post:
         ):
             if response.status != 200:
                 body = (await response.text())[:500]
-                error = Rejected if 400 <= response.status < 500 else RuntimeError
+                error = Rejected if response.status == 400 else RuntimeError  # 404, 429...
                 raise error(f"{endpoint} answered {response.status}: {body}")
 
     return post

@@ -4,14 +4,19 @@ that runs for long holds no connection or file between its rounds."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from lupus_stream.alerting.lifecycle import AlertState
 from lupus_stream.alerting.silences import Silence
 from lupus_stream.settings import Settings
+
+
+class StoreError(RuntimeError):
+    """The store could not be read or written (Redis down, a locked or damaged file)."""
 
 
 class AlertStoreAccess:
@@ -25,7 +30,9 @@ class AlertStoreAccess:
     @property
     def where(self) -> str:
         if self.on_redis:
-            return f"Redis {self.settings.redis.url} (prefix {self.settings.redis.key_prefix})"
+            url = urlsplit(self.settings.redis.url)
+            shown = url._replace(netloc=url.netloc.rpartition("@")[2]).geturl()  # no password
+            return f"Redis {shown} (prefix {self.settings.redis.key_prefix})"
         return str(self._db)
 
     @property
@@ -33,6 +40,13 @@ class AlertStoreAccess:
         from lupus_stream.runtimes.pipeline import DB_FILE
 
         return self.data_dir / DB_FILE
+
+    @contextmanager
+    def _failing(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            raise StoreError(f"cannot {doing} {self.where}: {type(exc).__name__}: {exc}") from exc
 
     @asynccontextmanager
     async def _redis(self) -> AsyncIterator[Any]:
@@ -54,50 +68,54 @@ class AlertStoreAccess:
         return SqliteAlertStore(self._db)
 
     async def active(self) -> list[AlertState]:
-        if self.on_redis:
-            async with self._redis() as store:
-                return list(await store.active())
-        store = self._sqlite()
-        if store is None:
-            return []
-        try:
-            return list(store.active())
-        finally:
-            store.close()
+        with self._failing("read the alerts in"):
+            if self.on_redis:
+                async with self._redis() as store:
+                    return list(await store.active())
+            store = self._sqlite()
+            if store is None:
+                return []
+            try:
+                return list(store.active())
+            finally:
+                store.close()
 
     async def get(self, fp: str) -> AlertState | None:
-        if self.on_redis:
-            async with self._redis() as store:
-                state: AlertState | None = await store.get(fp)
-                return state
-        store = self._sqlite()
-        if store is None:
-            return None
-        try:
-            found: AlertState | None = store.get(fp)
-            return found
-        finally:
-            store.close()
+        with self._failing("read an alert in"):
+            if self.on_redis:
+                async with self._redis() as store:
+                    state: AlertState | None = await store.get(fp)
+                    return state
+            store = self._sqlite()
+            if store is None:
+                return None
+            try:
+                found: AlertState | None = store.get(fp)
+                return found
+            finally:
+                store.close()
 
     async def silences(self) -> list[Silence]:
-        if self.on_redis:
-            async with self._redis() as store:
-                return list(await store.silences())
-        store = self._sqlite()
-        if store is None:
-            return []
-        try:
-            return list(store.silences())
-        finally:
-            store.close()
+        with self._failing("read the silences in"):
+            if self.on_redis:
+                async with self._redis() as store:
+                    return list(await store.silences())
+            store = self._sqlite()
+            if store is None:
+                return []
+            try:
+                return list(store.silences())
+            finally:
+                store.close()
 
     async def put_silence(self, silence: Silence) -> None:
-        if self.on_redis:
-            async with self._redis() as store:
-                await store.put_silence(silence)
-            return
-        store = self._sqlite(create=True)
-        try:
-            store.put_silence(silence)
-        finally:
-            store.close()
+        with self._failing("write a silence to"):
+            if self.on_redis:
+                async with self._redis() as store:
+                    await store.put_silence(silence)
+                return
+            store = self._sqlite(create=True)
+            try:
+                store.put_silence(silence)
+            finally:
+                store.close()

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from lupus_stream.alerting.alertmanager import AlertmanagerNotifier, http_post
-from lupus_stream.cli.alert_store import AlertStoreAccess
+from lupus_stream.cli.alert_store import AlertStoreAccess, StoreError
 from lupus_stream.cli.console import console, errors, state_line
 from lupus_stream.settings import Settings
 
@@ -65,7 +65,11 @@ def register_alerts(app: typer.Typer, settings_for: Callable[[Path | None], Sett
         """The pending and firing alerts, firing first (Redis when a broker is configured,
         the embedded runtime's --data-dir otherwise)."""
         store = AlertStoreAccess(settings_for(settings_file), data_dir)
-        states = asyncio.run(store.active())
+        try:
+            states = asyncio.run(store.active())
+        except StoreError as exc:
+            errors.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(1) from None
         states.sort(key=lambda s: (s.status != "firing", s.active_since or s.pending_since or 0))
         for state in states:
             console.print(state_line(state))

@@ -16,7 +16,7 @@ import msgspec
 import typer
 
 from lupus_stream.alerting.silences import Silence, new_silence
-from lupus_stream.cli.alert_store import AlertStoreAccess
+from lupus_stream.cli.alert_store import AlertStoreAccess, StoreError
 from lupus_stream.cli.console import console, errors, silence_line
 from lupus_stream.durations import parse_duration
 from lupus_stream.settings import Settings
@@ -81,7 +81,9 @@ def expire(store: AlertStoreAccess, silence_id: str) -> Silence:
         if silence.id == silence_id:
             if silence.ends_at <= now:
                 raise ValueError(f"silence {silence_id} has already ended")
-            ended = msgspec.structs.replace(silence, ends_at=max(now, silence.starts_at + 1e-3))
+            # one not started yet ends before it starts: a span of a millisecond ago
+            starts = min(silence.starts_at, now - 1e-3)
+            ended = msgspec.structs.replace(silence, starts_at=starts, ends_at=now)
             asyncio.run(store.put_silence(ended))
             return ended
     raise ValueError(f"no silence {silence_id}")
@@ -111,6 +113,9 @@ def register(app: typer.Typer, settings_for: Callable[[Path | None], Settings]) 
         except ValueError as exc:
             errors.print(f"[red]error:[/] {exc}")
             raise typer.Exit(2) from None
+        except StoreError as exc:
+            errors.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(1) from None
         console.print(silence_line(silence, time.time()))
 
     @silence_app.command("list")
@@ -121,9 +126,14 @@ def register(app: typer.Typer, settings_for: Callable[[Path | None], Settings]) 
     ) -> None:
         """The silences that have not ended (with --all, every one)."""
         now = time.time()
-        for silence in asyncio.run(
-            AlertStoreAccess(settings_for(settings_file), data_dir).silences()
-        ):
+        try:
+            silences = asyncio.run(
+                AlertStoreAccess(settings_for(settings_file), data_dir).silences()
+            )
+        except StoreError as exc:
+            errors.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(1) from None
+        for silence in silences:
             if show_all or silence.ends_at > now:
                 console.print(silence_line(silence, now))
 
@@ -139,6 +149,9 @@ def register(app: typer.Typer, settings_for: Callable[[Path | None], Settings]) 
         except ValueError as exc:
             errors.print(f"[red]error:[/] {exc}")
             raise typer.Exit(2) from None
+        except StoreError as exc:
+            errors.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(1) from None
         console.print(silence_line(silence, time.time()))
 
     app.add_typer(silence_app, name="silence")

@@ -311,16 +311,21 @@ def _name_the_key(
             return path
     if parent is None or not isinstance(mapping, dict) or not mapping:
         return path
+
+    def fails(entries: list[tuple[str, Any]]) -> bool:
+        parent[step] = dict(entries)
+        try:
+            decoder.decode(_encoder.encode(doc))
+        except msgspec.ValidationError as exc:
+            return _split(exc, index)[1] == path
+        return False
+
     entries = list(mapping.items())
     while len(entries) > 1:
         half = entries[: len(entries) // 2]
-        parent[step] = dict(half)
-        try:
-            decoder.decode(_encoder.encode(doc))
-            failed = False
-        except msgspec.ValidationError as exc:
-            failed = _split(exc, index)[1] == path
-        entries = half if failed else entries[len(half) :]
+        entries = half if fails(half) else entries[len(half) :]
+    if not fails(entries):  # a key given twice: the typed decode read another value
+        return path
     key = entries[0][0]
     named = f".{key}" if _PLAIN_KEY.fullmatch(key) else f"[{msgspec.json.encode(key).decode()}]"
     return f"{head}{named}{tail}"

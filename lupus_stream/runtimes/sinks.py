@@ -7,6 +7,7 @@ runtime's outputs: a flood of bad input must not fill the disk and stop the runt
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import IO
@@ -40,14 +41,16 @@ class JsonlSink:
         self.count += 1
 
     def _rotate(self) -> None:
+        """Shift the files by one; one removed or renamed meanwhile is skipped, and a
+        rotation that fails goes on appending to the current file."""
         self._file.close()
-        for i in range(self.keep - 1, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{i}")
-            if older.exists():
-                os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
-        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        with contextlib.suppress(OSError):
+            for i in range(self.keep, 0, -1):
+                newer = self.path.with_name(f"{self.path.name}.{i - 1}") if i > 1 else self.path
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(newer, self.path.with_name(f"{self.path.name}.{i}"))
         self._file = self.path.open("ab")
-        self._size = 0
+        self._size = self._file.tell()
 
     def flush(self) -> None:
         self._file.flush()

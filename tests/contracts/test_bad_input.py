@@ -167,6 +167,14 @@ CASES = [
     ),
     pytest.param(
         Case(
+            with_literal(prediction(features="@"), b'{"a": [1], "a": 1, "b": 2, "c": 3}'),
+            0,
+            [Err(None, "features[...]", "array")],  # not a key that holds a good value
+        ),
+        id="feature-key-given-twice-first-bad",
+    ),
+    pytest.param(
+        Case(
             js([metric(), prediction(features={"a": 1.0, "the key": {}, "z": 2.0})]),
             1,
             [Err(1, 'features["the key"]', "object")],

@@ -219,6 +219,9 @@ def test_an_alert_alertmanager_refuses_is_told_apart_from_an_outage(
     asyncio.run(post([ok]))
     with pytest.raises(Rejected, match="400"):
         asyncio.run(post([backwards]))
+    with pytest.raises(RuntimeError, match="404") as wrong_path:
+        asyncio.run(http_post(alertmanager.url + "/wrong/prefix")([ok]))
+    assert not isinstance(wrong_path.value, Rejected)  # the round fails: sent again
     with pytest.raises((OSError, RuntimeError)) as down:
         asyncio.run(http_post(f"http://127.0.0.1:{free_port()}")([ok]))
     assert not isinstance(down.value, Rejected)

@@ -125,3 +125,21 @@ def test_bad_silences_are_refused_with_a_reason(tmp_path: Path) -> None:
         out = lupus(tmp_path, "silence", "add", *args, "--comment", "x")
         assert out.returncode == 2 and reason in out.stderr, (args, out.stderr)
     assert lupus(tmp_path, "silence", "list", "--all").stdout == ""
+
+
+def test_a_silence_not_started_yet_can_be_expired(tmp_path: Path) -> None:
+    added = lupus(tmp_path, "silence", "add", "-m", "a=1", "--starts", "2100-01-01T00:00:00Z",
+                  "--for", "1h", "--comment", "later")  # fmt: skip
+    assert added.returncode == 0 and " pending " in added.stdout, added.stdout
+    ended = lupus(tmp_path, "silence", "expire", added.stdout.split()[0])
+    assert ended.returncode == 0 and " expired " in ended.stdout, ended.stdout
+    assert lupus(tmp_path, "silence", "list").stdout == ""
+
+
+def test_a_store_that_cannot_be_read_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "lupus.db").write_bytes(b"not a database")
+    for args in (["silence", "list"], ["alerts"]):
+        out = lupus(tmp_path, *args, "--data-dir", "state")
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        assert "cannot read the" in out.stderr and "state/lupus.db" in out.stderr

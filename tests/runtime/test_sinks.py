@@ -59,3 +59,19 @@ def test_a_record_larger_than_the_budget_is_still_written(tmp_path: Path) -> Non
 def test_a_budget_must_hold_something(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         JsonlSink(tmp_path / "x.jsonl", max_bytes=0)
+
+
+def test_a_file_removed_meanwhile_does_not_stop_the_writes(tmp_path: Path) -> None:
+    path = tmp_path / "deadletter.jsonl"
+    sink = JsonlSink(path, max_bytes=200, keep=2)
+    for n in range(4):
+        sink.write(Item(n))  # the fourth rotates: .1 holds 0..2
+    (tmp_path / "deadletter.jsonl.1").unlink()
+    path.unlink()  # e.g. by hand, to free space
+    for n in range(4, 12):
+        sink.write(Item(n))
+    sink.close()
+    # 3 to 5 went to the removed file; the next rotation starts a new one
+    assert read(path) == [9, 10, 11]
+    assert read(tmp_path / "deadletter.jsonl.1") == [6, 7, 8]
+    assert not (tmp_path / "deadletter.jsonl.2").exists()
