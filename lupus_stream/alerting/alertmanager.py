@@ -4,10 +4,13 @@ Alertmanager groups, routes, inhibits and delivers (Slack, PagerDuty, e-mail, we
 so lupus-stream leaves on-call delivery to it. Like Prometheus, a notifier sends every
 firing alert every `interval` with `endsAt` a few intervals ahead (an alert nobody sends
 any more ends by itself: a notifier that stops cannot leave one firing for ever), and an
-alert that left the firing set once more, with `endsAt` at its resolution. Alerts muted by
-a lupus-stream silence are not sent. It reads the alert store rather than the stream of
-transitions, so a restarted notifier, or two of them, only repeat what Alertmanager
-deduplicates anyway.
+alert that left the firing set once more, with `endsAt` at its resolution. Silences are
+mirrored as Alertmanager silences (tagged with their lupus-stream id in the comment;
+one that ended early is expired there), so an alert already firing when it is silenced
+stops paging, and pages again when its silence ends, as with Alertmanager's own; an
+alert whose last transition a silence muted at its event time is not sent at all. The
+notifier reads the stores rather than the stream of transitions, so a restarted one, or
+two of them, only repeat what Alertmanager deduplicates anyway.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from lupus_stream.alerting.lifecycle import AlertState
+from lupus_stream.alerting.silences import Silence
 
 ENDS_AFTER_INTERVALS = 4  # a firing alert not sent again ends this many intervals later
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_]")
@@ -27,6 +31,18 @@ _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_]")
 Post = Callable[[list[dict[str, Any]]], Awaitable[None]]
 Active = Callable[[], Awaitable[list[AlertState]]]
 Get = Callable[[str], Awaitable[AlertState | None]]
+Silences = Callable[[], Awaitable[list[Silence]]]
+_TAG = re.compile(r"\(lupus-stream silence ([^\s()]+)\)\Z")
+
+
+class SilenceApi(Protocol):
+    """Alertmanager's silences: list them, post one (with `id`: replace it), expire one."""
+
+    async def list(self) -> list[dict[str, Any]]: ...
+
+    async def post(self, silence: dict[str, Any]) -> None: ...
+
+    async def expire(self, silence_id: str) -> None: ...
 
 
 def label_name(name: str) -> str:
@@ -51,6 +67,74 @@ def to_alertmanager(state: AlertState, ends_at: float) -> dict[str, Any]:
     }
 
 
+def to_alertmanager_silence(silence: Silence) -> dict[str, Any]:
+    """A lupus-stream silence as Alertmanager's `POST /api/v2/silences` takes it."""
+    matchers = []
+    for name, spec in sorted(silence.matchers.items()):
+        op, value = (spec[:2], spec[2:]) if spec[:2] in ("!=", "=~", "!~") else ("=", spec)
+        matchers.append(
+            {
+                "name": label_name(name),
+                "value": value,
+                "isRegex": "~" in op,
+                "isEqual": "!" not in op,
+            }
+        )
+    comment = f"{silence.comment} (lupus-stream silence {silence.id})".lstrip()
+    return {
+        "matchers": matchers,
+        "startsAt": _iso(silence.starts_at),
+        "endsAt": _iso(silence.ends_at),
+        "createdBy": silence.created_by or "lupus-stream",
+        "comment": comment,
+    }
+
+
+def plan_silences(
+    ours: list[Silence], theirs: list[dict[str, Any]], now: float
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """What to post (new, or replacing a changed one: with its `id`) and which of
+    Alertmanager's silences to expire so that those tagged as ours mirror ours that have
+    not ended. Alertmanager moves a past start to now, so a start is compared only while
+    it is ahead."""
+    live = {s.id: s for s in ours if s.ends_at > now}
+    mirrored: dict[str, dict[str, Any]] = {}
+    expire = []
+    for theirs_one in theirs:
+        tag = _TAG.search(theirs_one.get("comment", ""))
+        if tag is None or theirs_one.get("status", {}).get("state") == "expired":
+            continue
+        if tag.group(1) in live and tag.group(1) not in mirrored:
+            mirrored[tag.group(1)] = theirs_one
+        else:
+            expire.append(str(theirs_one["id"]))
+    post = []
+    for sid, silence in live.items():
+        want = to_alertmanager_silence(silence)
+        have = mirrored.get(sid)
+        if have is None:
+            post.append(want)
+        elif not _same_silence(have, want, silence.starts_at > now):
+            post.append({**want, "id": have["id"]})
+    return post, expire
+
+
+def _same_silence(have: dict[str, Any], want: dict[str, Any], pending: bool) -> bool:
+    def at(text: str) -> float:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+    def matchers(one: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return sorted(
+            (m["name"], m["value"], m["isRegex"], m.get("isEqual", True)) for m in one["matchers"]
+        )
+
+    return (
+        abs(at(have["endsAt"]) - at(want["endsAt"])) < 1.0
+        and (not pending or abs(at(have["startsAt"]) - at(want["startsAt"])) < 1.0)
+        and matchers(have) == matchers(want)
+    )
+
+
 def notified(state: AlertState) -> bool:
     """Whether Alertmanager should hear of the alert as firing now."""
     return state.status == "firing" and not state.silenced_by
@@ -66,9 +150,12 @@ class AlertmanagerNotifier:
         get: Get,
         interval: float = 60.0,
         clock: Callable[[], float] = time.time,
+        silences: Silences | None = None,
+        silence_api: SilenceApi | None = None,
     ) -> None:
         self.post, self.active, self.get = post, active, get
         self.interval, self.clock = interval, clock
+        self.silences, self.silence_api = silences, silence_api
         self._firing: dict[str, AlertState] = {}  # what the last round sent as firing
 
     async def round(self) -> Sent:
@@ -76,10 +163,13 @@ class AlertmanagerNotifier:
         sends it all again; if Alertmanager refuses the batch as invalid, each alert goes
         alone and those it refuses are in `rejected`."""
         now = self.clock()
+        mirrored, refused = await self._mirror_silences(now)
         firing = {s.fingerprint: s for s in await self.active() if notified(s)}
         ahead = ENDS_AFTER_INTERVALS * self.interval
         sent = Sent(
-            [to_alertmanager(s, max(now, s.active_since or now) + ahead) for s in firing.values()]
+            [to_alertmanager(s, max(now, s.active_since or now) + ahead) for s in firing.values()],
+            rejected=refused,
+            silences=mirrored,
         )
         for fp, last in self._firing.items():
             if fp in firing:
@@ -102,6 +192,22 @@ class AlertmanagerNotifier:
         self._firing = firing
         return sent
 
+    async def _mirror_silences(self, now: float) -> tuple[int, list[tuple[dict[str, Any], str]]]:
+        """Bring Alertmanager's silences tagged as ours in line with ours: (how many
+        changed, those it refused and why); a refused one does not stop the others."""
+        if self.silences is None or self.silence_api is None:
+            return 0, []
+        post, expire = plan_silences(await self.silences(), await self.silence_api.list(), now)
+        refused = []
+        for silence in post:
+            try:
+                await self.silence_api.post(silence)
+            except Rejected as exc:
+                refused.append((silence, str(exc)))
+        for silence_id in expire:
+            await self.silence_api.expire(silence_id)
+        return len(post) + len(expire) - len(refused), refused
+
 
 @dataclass
 class Sent:
@@ -110,6 +216,7 @@ class Sent:
     firing: list[dict[str, Any]]
     ended: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # and why
+    silences: int = 0  # Alertmanager silences posted or expired to mirror ours
 
 
 class Rejected(RuntimeError):
@@ -136,3 +243,33 @@ def http_post(url: str, timeout: float = 10.0) -> Post:
                 raise error(f"{endpoint} answered {response.status}: {body}")
 
     return post
+
+
+class HttpSilenceApi:
+    """`SilenceApi` over Alertmanager's HTTP API v2 at `url`."""
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        self.base, self.timeout = url.rstrip("/") + "/api/v2", timeout
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        import aiohttp
+
+        limit = aiohttp.ClientTimeout(total=self.timeout)
+        async with (
+            aiohttp.ClientSession(timeout=limit) as session,
+            session.request(method, self.base + path, json=body) as response,
+        ):
+            if response.status != 200:
+                text = (await response.text())[:500]
+                error = Rejected if response.status == 400 else RuntimeError
+                raise error(f"{method} {self.base}{path} answered {response.status}: {text}")
+            return await response.json(content_type=None) if method == "GET" else None
+
+    async def list(self) -> list[dict[str, Any]]:
+        return list(await self._call("GET", "/silences"))
+
+    async def post(self, silence: dict[str, Any]) -> None:
+        await self._call("POST", "/silences", silence)
+
+    async def expire(self, silence_id: str) -> None:
+        await self._call("DELETE", f"/silence/{silence_id}")

@@ -37,8 +37,9 @@ def alert_line(event: AlertEvent) -> Text:
     return text
 
 
-def state_line(state: AlertState) -> Text:
-    """One pending or firing alert as `lupus-stream alerts` lists it."""
+def state_line(state: AlertState, silenced_now: tuple[str, ...] = ()) -> Text:
+    """One pending or firing alert as `lupus-stream alerts` lists it, with the silences
+    that muted its last transition or mute it now."""
     since = state.active_since if state.status == "firing" else state.pending_since
     series = ",".join(
         f"{k}={v}" for k, v in state.labels.items() if k not in ("alertname", "product", "severity")
@@ -58,8 +59,9 @@ def state_line(state: AlertState) -> Text:
     summary = state.annotations.get("summary")
     if summary:
         text.append(f"  {summary}")
-    if state.silenced_by:
-        text.append(f"  (silenced by {', '.join(state.silenced_by)})", style="dim")
+    silenced = dict.fromkeys((*state.silenced_by, *silenced_now))
+    if silenced:
+        text.append(f"  (silenced by {', '.join(silenced)})", style="dim")
     return text
 
 

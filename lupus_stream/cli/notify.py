@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from lupus_stream.alerting.alertmanager import AlertmanagerNotifier, http_post
+from lupus_stream.alerting.alertmanager import AlertmanagerNotifier, HttpSilenceApi, http_post
+from lupus_stream.alerting.silences import muting
 from lupus_stream.cli.alert_store import AlertStoreAccess, StoreError
 from lupus_stream.cli.console import console, errors, state_line
 from lupus_stream.settings import Settings
@@ -37,13 +39,18 @@ def register(app: typer.Typer, settings_for: Callable[[Path | None], Settings]) 
         ] = Path("lupus-data"),
         settings_file: Annotated[Path | None, typer.Option("--settings")] = None,
     ) -> None:
-        """Send the firing alerts (not the silenced ones) to an Alertmanager, which groups,
-        routes and delivers them; alerts that resolved are sent once more as ended. Reads
-        the alert states of the Kafka runtime (Redis) when a broker is configured, of the
-        embedded runtime (--data-dir) otherwise."""
+        """Send the firing alerts to an Alertmanager, which groups, routes and delivers
+        them; alerts that resolved are sent once more as ended, and the silences are
+        mirrored there. Reads the alert states of the Kafka runtime (Redis) when a broker
+        is configured, of the embedded runtime (--data-dir) otherwise."""
         store = AlertStoreAccess(settings_for(settings_file), data_dir)
         notifier = AlertmanagerNotifier(
-            http_post(alertmanager), store.active, store.get, interval=interval
+            http_post(alertmanager),
+            store.active,
+            store.get,
+            interval=interval,
+            silences=store.silences,
+            silence_api=HttpSilenceApi(alertmanager),
         )
         errors.print(f"[dim]notify: alerts of {store.where} to {alertmanager}[/]")
         ok = asyncio.run(_rounds(notifier, interval, once))
@@ -67,12 +74,14 @@ def register_alerts(app: typer.Typer, settings_for: Callable[[Path | None], Sett
         store = AlertStoreAccess(settings_for(settings_file), data_dir)
         try:
             states = asyncio.run(store.active())
+            silences = asyncio.run(store.silences())
         except StoreError as exc:
             errors.print(f"[red]error:[/] {exc}")
             raise typer.Exit(1) from None
         states.sort(key=lambda s: (s.status != "firing", s.active_since or s.pending_since or 0))
+        now = time.time()
         for state in states:
-            console.print(state_line(state))
+            console.print(state_line(state, muting(state.labels, now, silences)))
         if not states:
             errors.print(f"[dim]no pending or firing alert in {store.where}[/]")
 
@@ -88,11 +97,13 @@ async def _rounds(notifier: AlertmanagerNotifier, interval: float, once: bool) -
         try:
             sent = await notifier.round()
             ok = not sent.rejected
-            for alert, reason in sent.rejected:
-                errors.print(f"[red]notify:[/] refused: {alert['labels']}: {reason}")
-            if sent.firing or sent.ended:
+            for item, reason in sent.rejected:
+                what = item.get("labels") or item.get("matchers")
+                errors.print(f"[red]notify:[/] refused: {what}: {reason}")
+            if sent.firing or sent.ended or sent.silences:
                 errors.print(
-                    f"[dim]notify: sent {len(sent.firing)} firing, {len(sent.ended)} ended[/]"
+                    f"[dim]notify: sent {len(sent.firing)} firing, {len(sent.ended)} ended, "
+                    f"{sent.silences} silence changes[/]"
                 )
         except Exception as exc:  # the next round sends it all again
             ok = False

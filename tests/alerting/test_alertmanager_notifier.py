@@ -9,8 +9,15 @@ from typing import Any
 import msgspec
 import pytest
 
-from lupus_stream.alerting.alertmanager import AlertmanagerNotifier, Rejected, label_name
+from lupus_stream.alerting.alertmanager import (
+    AlertmanagerNotifier,
+    Rejected,
+    label_name,
+    plan_silences,
+    to_alertmanager_silence,
+)
 from lupus_stream.alerting.lifecycle import AlertState
+from lupus_stream.alerting.silences import Silence
 
 NOW = 1_780_000_000.0  # 2026-05-28T20:26:40Z
 
@@ -143,3 +150,103 @@ def test_an_alert_stamped_ahead_of_the_clock_never_ends_before_it_starts() -> No
     harness.round()
     [ended] = harness.posts[-1]
     assert ended["endsAt"] == ended["startsAt"]
+
+
+def silence(sid: str, starts: float, ends: float, **matchers: str) -> Silence:
+    return Silence(id=sid, matchers=matchers, starts_at=starts, ends_at=ends, comment="why")
+
+
+def test_silences_become_alertmanager_silences_tagged_with_their_id() -> None:
+    ours = silence(
+        "s1", NOW - 60, NOW + 3600, region="eu", host="!=db", **{"model.version": "=~7|8"}
+    )
+    assert to_alertmanager_silence(ours) == {
+        "matchers": [
+            {"name": "host", "value": "db", "isRegex": False, "isEqual": False},
+            {"name": "model_version", "value": "7|8", "isRegex": True, "isEqual": True},
+            {"name": "region", "value": "eu", "isRegex": False, "isEqual": True},
+        ],
+        "startsAt": "2026-05-28T20:25:40Z",
+        "endsAt": "2026-05-28T21:26:40Z",
+        "createdBy": "lupus-stream",
+        "comment": "why (lupus-stream silence s1)",
+    }
+    assert to_alertmanager_silence(silence("s2", NOW, NOW + 1, a="!~x"))["matchers"] == [
+        {"name": "a", "value": "x", "isRegex": True, "isEqual": False}
+    ]
+
+
+def test_the_plan_mirrors_ours_and_leaves_the_others_alone() -> None:
+    kept = silence("a1", NOW - 600, NOW + 3600, region="eu")
+    shortened = silence("b2", NOW - 600, NOW + 60, region="us")
+    new = silence("c3", NOW + 600, NOW + 7200, region="ap")
+    ended = silence("d4", NOW - 600, NOW - 1, region="sa")
+
+    def mirror(s: Silence, am_id: str, **change: Any) -> dict[str, Any]:
+        # as Alertmanager lists it: its own id, a past start moved to when it was posted
+        return {
+            **to_alertmanager_silence(s),
+            "startsAt": "2026-05-28T20:20:00Z",
+            "id": am_id,
+            "status": {"state": "active"},
+            **change,
+        }
+
+    theirs = [
+        mirror(kept, "am-1"),
+        mirror(shortened, "am-2", endsAt="2026-05-28T21:26:40Z"),  # ours ends sooner now
+        mirror(ended, "am-4"),
+        mirror(kept, "am-5"),  # a second copy (two notifiers raced)
+        mirror(ended, "am-6", status={"state": "expired"}),
+        {"id": "am-7", "comment": "someone else's", "status": {"state": "active"}},
+    ]
+    post, expire = plan_silences([kept, shortened, new, ended], theirs, NOW)
+    assert [(p.get("id"), p["comment"]) for p in post] == [
+        ("am-2", "why (lupus-stream silence b2)"),
+        (None, "why (lupus-stream silence c3)"),
+    ]
+    assert sorted(expire) == ["am-4", "am-5"]
+    assert plan_silences([kept], [mirror(kept, "am-1")], NOW) == ([], [])
+
+
+class FakeSilenceApi:
+    def __init__(self) -> None:
+        self.silences: list[dict[str, Any]] = []
+
+    async def list(self) -> list[dict[str, Any]]:
+        return [dict(s) for s in self.silences]
+
+    async def post(self, silence: dict[str, Any]) -> None:
+        if silence["matchers"][0]["value"] == "refuse-me":
+            raise Rejected("400: bad matcher")
+        old = silence.get("id")
+        self.silences = [s for s in self.silences if s["id"] != old]
+        self.silences.append(
+            {**silence, "id": f"am-{len(self.silences)}", "status": {"state": "active"}}
+        )
+
+    async def expire(self, silence_id: str) -> None:
+        self.silences = [s for s in self.silences if s["id"] != silence_id]
+
+
+def test_a_round_mirrors_the_silences_before_the_alerts() -> None:
+    harness = Harness([state("a")])
+    api = FakeSilenceApi()
+    ours = [
+        silence("s1", NOW - 60, NOW + 3600, fp="a"),
+        silence("s2", NOW, NOW + 60, fp="refuse-me"),
+    ]
+
+    async def our_silences() -> list[Silence]:
+        return ours
+
+    harness.notifier.silences, harness.notifier.silence_api = our_silences, api
+    sent = asyncio.run(harness.notifier.round())
+    assert sent.silences == 1 and [why for _, why in sent.rejected] == ["400: bad matcher"]
+    assert [s["comment"] for s in api.silences] == ["why (lupus-stream silence s1)"]
+    assert [a["labels"]["fp"] for a in sent.firing] == ["a"]  # Alertmanager mutes it
+    ours = ours[:1]
+    assert asyncio.run(harness.notifier.round()).silences == 0
+    ours = []
+    assert asyncio.run(harness.notifier.round()).silences == 1
+    assert api.silences == []

@@ -91,6 +91,20 @@ class Alertmanager(LoopbackServer):
         ]
         super().__init__("alertmanager", workdir, argv)
 
+    def state_of(self, region: str) -> str | None:
+        """Alertmanager's state of the alert of one region (active, suppressed), if any."""
+        status, body = self.get("/api/v2/alerts")
+        assert status == 200, body
+        states = [a["status"]["state"] for a in json.loads(body) if a["labels"]["region"] == region]
+        return states[0] if states else None
+
+    def wait_state(self, region: str, wanted: str, timeout: float = WAIT) -> None:
+        deadline = time.monotonic() + timeout
+        while self.state_of(region) != wanted:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{region} not {wanted}: {self.get('/api/v2/alerts')[1]!r}")
+            time.sleep(0.2)
+
 
 @pytest.fixture()
 def webhook() -> Iterator[Webhook]:
@@ -163,6 +177,17 @@ def test_the_embedded_runtime_pages_through_alertmanager_and_resolves(
             "model_version": "7",
         }
         assert webhook.bodies[0]["alerts"][0]["annotations"] == {"summary": "orders at 500.0"}
+        # silenced while it fires: Alertmanager mutes it, and no longer once it is expired
+        added = lupus(
+            tmp_path, "silence", "add", "-m", "region=eu", "--for", "1h", "--comment", "fixing",
+            "--data-dir", "state", env=env,
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        alertmanager.wait_state("eu", "suppressed")
+        silence_id = added.stdout.split()[0]
+        expired = lupus(tmp_path, "silence", "expire", silence_id, "--data-dir", "state", env=env)
+        assert expired.returncode == 0, expired.stderr
+        alertmanager.wait_state("eu", "active")
         with records.open("a") as handle:
             handle.write(metric(1, 50.0, "eu") + "\n")
         assert lupus(tmp_path, "run", str(records), "--data-dir", "state", env=env).returncode == 0
@@ -201,7 +226,7 @@ def test_notify_reads_the_kafka_runtime_alerts_from_redis(
     assert "shop/orders" in listed.stdout and "[page]" in listed.stdout
     sent = ns.lupus("notify", "--once", "--alertmanager", alertmanager.url)
     assert sent.returncode == 0, sent.stderr
-    assert "sent 1 firing, 0 ended" in sent.stderr
+    assert "sent 1 firing, 0 ended, 0 silence changes" in sent.stderr
     [(_, labels, _)] = webhook.wait_for("firing")
     assert labels["alertname"] == "orders" and labels["product"] == "shop"
 

@@ -80,6 +80,11 @@ def test_a_silence_mutes_matching_alerts_of_a_run(tmp_path: Path) -> None:
     [line] = lupus(tmp_path, "alerts", "--data-dir", "state").stdout.splitlines()
     assert line.startswith("FIRING   since 2026-03-02 01:00 [ticket] shop/orders {region=us}")
     assert "-> shop-oncall" in line and "silenced" not in line
+    # a silence from now on mutes it from now on
+    now = lupus(tmp_path, "silence", "add", "-m", "region=us", "--for", "1h", "--comment", "x",
+                "--data-dir", "state")  # fmt: skip
+    [line] = lupus(tmp_path, "alerts", "--data-dir", "state").stdout.splitlines()
+    assert line.endswith(f"(silenced by {now.stdout.split()[0]})")
 
 
 def test_list_and_expire(tmp_path: Path) -> None:
