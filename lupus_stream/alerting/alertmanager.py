@@ -32,7 +32,7 @@ Post = Callable[[list[dict[str, Any]]], Awaitable[None]]
 Active = Callable[[], Awaitable[list[AlertState]]]
 Get = Callable[[str], Awaitable[AlertState | None]]
 Silences = Callable[[], Awaitable[list[Silence]]]
-_TAG = re.compile(r"\(lupus-stream silence ([^\s()]+)\)\Z")
+_TAG = re.compile(r"\(lupus-stream silence (\S+) of ([^()]+)\)\Z")
 
 
 class SilenceApi(Protocol):
@@ -67,8 +67,9 @@ def to_alertmanager(state: AlertState, ends_at: float) -> dict[str, Any]:
     }
 
 
-def to_alertmanager_silence(silence: Silence) -> dict[str, Any]:
-    """A lupus-stream silence as Alertmanager's `POST /api/v2/silences` takes it."""
+def to_alertmanager_silence(silence: Silence, source: str) -> dict[str, Any]:
+    """A lupus-stream silence as Alertmanager's `POST /api/v2/silences` takes it, tagged
+    with its id and the store it comes from (`source`)."""
     matchers = []
     for name, spec in sorted(silence.matchers.items()):
         op, value = (spec[:2], spec[2:]) if spec[:2] in ("!=", "=~", "!~") else ("=", spec)
@@ -80,7 +81,7 @@ def to_alertmanager_silence(silence: Silence) -> dict[str, Any]:
                 "isEqual": "!" not in op,
             }
         )
-    comment = f"{silence.comment} (lupus-stream silence {silence.id})".lstrip()
+    comment = f"{silence.comment} (lupus-stream silence {silence.id} of {source})".lstrip()
     return {
         "matchers": matchers,
         "startsAt": _iso(silence.starts_at),
@@ -91,18 +92,22 @@ def to_alertmanager_silence(silence: Silence) -> dict[str, Any]:
 
 
 def plan_silences(
-    ours: list[Silence], theirs: list[dict[str, Any]], now: float
+    ours: list[Silence], theirs: list[dict[str, Any]], now: float, source: str
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """What to post (new, or replacing a changed one: with its `id`) and which of
-    Alertmanager's silences to expire so that those tagged as ours mirror ours that have
-    not ended. Alertmanager moves a past start to now, so a start is compared only while
-    it is ahead."""
+    Alertmanager's silences to expire so that those tagged as coming from `source` mirror
+    ours that have not ended; other silences, those of other stores too, are left alone.
+    Of two copies (two notifiers racing) the one with the smaller id stays, whatever order
+    Alertmanager lists them in. Alertmanager moves a past start to now, so a start is
+    compared only while it is ahead."""
     live = {s.id: s for s in ours if s.ends_at > now}
     mirrored: dict[str, dict[str, Any]] = {}
     expire = []
-    for theirs_one in theirs:
+    for theirs_one in sorted(theirs, key=lambda t: str(t.get("id"))):
         tag = _TAG.search(theirs_one.get("comment", ""))
-        if tag is None or theirs_one.get("status", {}).get("state") == "expired":
+        if tag is None or tag.group(2) != source:
+            continue
+        if theirs_one.get("status", {}).get("state") == "expired":
             continue
         if tag.group(1) in live and tag.group(1) not in mirrored:
             mirrored[tag.group(1)] = theirs_one
@@ -110,7 +115,7 @@ def plan_silences(
             expire.append(str(theirs_one["id"]))
     post = []
     for sid, silence in live.items():
-        want = to_alertmanager_silence(silence)
+        want = to_alertmanager_silence(silence, source)
         have = mirrored.get(sid)
         if have is None:
             post.append(want)
@@ -152,10 +157,11 @@ class AlertmanagerNotifier:
         clock: Callable[[], float] = time.time,
         silences: Silences | None = None,
         silence_api: SilenceApi | None = None,
+        source: str = "lupus-stream",
     ) -> None:
         self.post, self.active, self.get = post, active, get
         self.interval, self.clock = interval, clock
-        self.silences, self.silence_api = silences, silence_api
+        self.silences, self.silence_api, self.source = silences, silence_api, source
         self._firing: dict[str, AlertState] = {}  # what the last round sent as firing
 
     async def round(self) -> Sent:
@@ -163,7 +169,10 @@ class AlertmanagerNotifier:
         sends it all again; if Alertmanager refuses the batch as invalid, each alert goes
         alone and those it refuses are in `rejected`."""
         now = self.clock()
-        mirrored, refused = await self._mirror_silences(now)
+        try:  # before the alerts, so that a new silence mutes them at once
+            mirrored, refused = await self._mirror_silences(now)
+        except Exception as exc:  # the alerts go out all the same
+            mirrored, refused = 0, [({}, f"silences not mirrored: {type(exc).__name__}: {exc}")]
         firing = {s.fingerprint: s for s in await self.active() if notified(s)}
         ahead = ENDS_AFTER_INTERVALS * self.interval
         sent = Sent(
@@ -197,16 +206,26 @@ class AlertmanagerNotifier:
         changed, those it refused and why); a refused one does not stop the others."""
         if self.silences is None or self.silence_api is None:
             return 0, []
-        post, expire = plan_silences(await self.silences(), await self.silence_api.list(), now)
-        refused = []
+        ours, theirs = await self.silences(), await self.silence_api.list()
+        post, expire = plan_silences(ours, theirs, now, self.source)
+        refused: list[tuple[dict[str, Any], str]] = []
+        changed = 0
         for silence in post:
             try:
-                await self.silence_api.post(silence)
-            except Rejected as exc:
-                refused.append((silence, str(exc)))
+                try:
+                    await self.silence_api.post(silence)
+                except NotFound:  # the one to replace is gone (expired by hand): anew
+                    await self.silence_api.post({k: v for k, v in silence.items() if k != "id"})
+                changed += 1
+            except Exception as exc:
+                refused.append((silence, f"{type(exc).__name__}: {exc}"))
         for silence_id in expire:
-            await self.silence_api.expire(silence_id)
-        return len(post) + len(expire) - len(refused), refused
+            try:
+                await self.silence_api.expire(silence_id)
+                changed += 1
+            except Exception as exc:
+                refused.append(({"id": silence_id}, f"not expired: {type(exc).__name__}: {exc}"))
+        return changed, refused
 
 
 @dataclass
@@ -217,6 +236,10 @@ class Sent:
     ended: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # and why
     silences: int = 0  # Alertmanager silences posted or expired to mirror ours
+
+
+class NotFound(RuntimeError):
+    """Alertmanager has no such silence (a 404)."""
 
 
 class Rejected(RuntimeError):
@@ -261,7 +284,7 @@ class HttpSilenceApi:
         ):
             if response.status != 200:
                 text = (await response.text())[:500]
-                error = Rejected if response.status == 400 else RuntimeError
+                error = {400: Rejected, 404: NotFound}.get(response.status, RuntimeError)
                 raise error(f"{method} {self.base}{path} answered {response.status}: {text}")
             return await response.json(content_type=None) if method == "GET" else None
 

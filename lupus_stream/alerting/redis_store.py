@@ -50,7 +50,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from lupus_stream.alerting.lifecycle import AlertState
-from lupus_stream.alerting.silences import Silence
+from lupus_stream.alerting.silences import Silence, decode_silences
 from lupus_stream.contracts.records import AlertEvent
 from lupus_stream.settings import RedisSettings
 
@@ -80,7 +80,6 @@ when the previous drain was interrupted between publishing and trimming its batc
 _log = logging.getLogger(__name__)
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(AlertState)
-_SILENCE = msgspec.json.Decoder(Silence)
 _EVENT_DECODER = msgspec.json.Decoder(AlertEvent)
 
 # KEYS[1] state hash, KEYS[2] active set, KEYS[3] outbox list.
@@ -380,8 +379,8 @@ class RedisAlertStore:
 
     async def silences(self) -> list[Silence]:
         """Every silence, expired ones too, by start time."""
-        raws = (await self.client.hgetall(self.silences_key)).values()
-        return sorted((_SILENCE.decode(r) for r in raws), key=lambda s: (s.starts_at, s.id))
+        stored = await self.client.hgetall(self.silences_key)
+        return decode_silences((_text(k), v) for k, v in stored.items())
 
     async def drain_outbox(
         self,

@@ -12,9 +12,10 @@ Pure: the runtime loads the silences from its store and passes them in.
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Annotated
 
 import msgspec
@@ -55,6 +56,23 @@ class Silence(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
                 compile_matcher(spec)
             except ValueError as exc:
                 raise ValueError(f"matcher {name}: {spec!r}: {exc}") from None
+
+
+_DECODER = msgspec.json.Decoder(Silence)
+_log = logging.getLogger(__name__)
+
+
+def decode_silences(stored: Iterable[tuple[str, bytes | str]]) -> list[Silence]:
+    """The silences of a store, (id, JSON) each, by start time; one that no longer reads
+    (edited by hand, or written under other rules) is left out with a warning, so it
+    cannot stop the others from working."""
+    out = []
+    for silence_id, raw in stored:
+        try:
+            out.append(_DECODER.decode(raw))
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            _log.warning("silence %s unreadable, ignored: %s", silence_id, exc)
+    return sorted(out, key=lambda s: (s.starts_at, s.id))
 
 
 def new_silence(

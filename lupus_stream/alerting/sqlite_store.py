@@ -14,11 +14,10 @@ from os import PathLike
 import msgspec
 
 from lupus_stream.alerting.lifecycle import AlertState
-from lupus_stream.alerting.silences import Silence
+from lupus_stream.alerting.silences import Silence, decode_silences
 
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(AlertState)
-_SILENCE = msgspec.json.Decoder(Silence)
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS alerts "
     "(fingerprint TEXT PRIMARY KEY, status TEXT NOT NULL, state BLOB NOT NULL)",
@@ -85,8 +84,7 @@ class SqliteAlertStore:
 
     def silences(self) -> list[Silence]:
         """Every silence, expired ones too, by start time."""
-        rows = self._conn.execute("SELECT silence FROM silences")
-        return sorted((_SILENCE.decode(r[0]) for r in rows), key=lambda s: (s.starts_at, s.id))
+        return decode_silences(self._conn.execute("SELECT id, silence FROM silences"))
 
     def close(self) -> None:
         self._conn.close()

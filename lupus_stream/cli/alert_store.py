@@ -4,6 +4,7 @@ that runs for long holds no connection or file between its rounds."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -34,6 +35,14 @@ class AlertStoreAccess:
             shown = url._replace(netloc=url.netloc.rpartition("@")[2]).geturl()  # no password
             return f"Redis {shown} (prefix {self.settings.redis.key_prefix})"
         return str(self._db)
+
+    @property
+    def identity(self) -> str:
+        """Names this store among those that may share one Alertmanager."""
+        if self.on_redis:
+            url = urlsplit(self.settings.redis.url)
+            return f"{url.netloc.rpartition('@')[2]}{url.path} {self.settings.redis.key_prefix}"
+        return f"{socket.gethostname()}:{self._db.resolve()}"
 
     @property
     def _db(self) -> Path:

@@ -51,6 +51,7 @@ def register(app: typer.Typer, settings_for: Callable[[Path | None], Settings]) 
             interval=interval,
             silences=store.silences,
             silence_api=HttpSilenceApi(alertmanager),
+            source=store.identity,
         )
         errors.print(f"[dim]notify: alerts of {store.where} to {alertmanager}[/]")
         ok = asyncio.run(_rounds(notifier, interval, once))
@@ -98,8 +99,8 @@ async def _rounds(notifier: AlertmanagerNotifier, interval: float, once: bool) -
             sent = await notifier.round()
             ok = not sent.rejected
             for item, reason in sent.rejected:
-                what = item.get("labels") or item.get("matchers")
-                errors.print(f"[red]notify:[/] refused: {what}: {reason}")
+                what = item.get("labels") or item.get("matchers") or item.get("id")
+                errors.print(f"[red]notify:[/] {what or 'silences'}: {reason}")
             if sent.firing or sent.ended or sent.silences:
                 errors.print(
                     f"[dim]notify: sent {len(sent.firing)} firing, {len(sent.ended)} ended, "

@@ -267,7 +267,7 @@ def _decode_one(
     except msgspec.ValidationError as exc:
         rule, path = _split(exc, index)
         if path is not None and _ANY_KEY in path:
-            path = _name_the_key(raw, path, index, decoder)
+            path = _name_the_key(raw, rule, path, index, decoder)
         return Decoded(errors=[RecordError(rule, index, path, raw)])
     except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
         return Decoded(errors=[RecordError(f"malformed JSON: {exc}", index, None, raw)])
@@ -290,7 +290,7 @@ _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _name_the_key(
-    raw: bytes, path: str, index: int | None, decoder: msgspec.json.Decoder[Any]
+    raw: bytes, rule: str, path: str, index: int | None, decoder: msgspec.json.Decoder[Any]
 ) -> str:
     """`features[...]` -> `features.age`: msgspec does not say which value of a mapping
     failed, so decode the record again with that mapping cut to half its entries, and so
@@ -312,12 +312,12 @@ def _name_the_key(
     if parent is None or not isinstance(mapping, dict) or not mapping:
         return path
 
-    def fails(entries: list[tuple[str, Any]]) -> bool:
+    def fails(entries: list[tuple[str, Any]]) -> bool:  # as the record did, word for word
         parent[step] = dict(entries)
         try:
             decoder.decode(_encoder.encode(doc))
         except msgspec.ValidationError as exc:
-            return _split(exc, index)[1] == path
+            return _split(exc, index) == (rule, path)
         return False
 
     entries = list(mapping.items())

@@ -706,10 +706,8 @@ class Engine:
                 continue
             series = Series(monitor, item.labels, detector)
             series.last_seen = item.last_seen
-            # from a snapshot older than `last_fed`: its last value, else now
-            series.last_fed = next(
-                t for t in (item.last_fed, item.last_seen, snap.watermark, 0.0) if t is not None
-            )
+            # from a snapshot older than `last_fed`: its last value (none: kept until fed)
+            series.last_fed = item.last_seen if item.last_fed is None else item.last_fed
             series.anomalous_since = item.anomalous_since
             series.absent = item.absent
             self.series[series.key] = series

@@ -41,16 +41,27 @@ class JsonlSink:
         self.count += 1
 
     def _rotate(self) -> None:
-        """Shift the files by one; one removed or renamed meanwhile is skipped, and a
-        rotation that fails goes on appending to the current file."""
-        self._file.close()
+        """Shift the files by one (one removed or renamed meanwhile is skipped). If that
+        or opening the new file fails, writing goes on where it was, and the next try
+        waits for another `max_bytes`."""
         with contextlib.suppress(OSError):
             for i in range(self.keep, 0, -1):
                 newer = self.path.with_name(f"{self.path.name}.{i - 1}") if i > 1 else self.path
                 with contextlib.suppress(FileNotFoundError):
                     os.replace(newer, self.path.with_name(f"{self.path.name}.{i}"))
-        self._file = self.path.open("ab")
-        self._size = self._file.tell()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            opened = self.path.open("ab")
+        except OSError:
+            self._size = 0
+            return
+        if os.fstat(opened.fileno()).st_ino == os.fstat(self._file.fileno()).st_ino:
+            opened.close()  # the current file could not be moved aside
+            self._size = 0
+            return
+        self._file.close()
+        self._file = opened
+        self._size = opened.tell()
 
     def flush(self) -> None:
         self._file.flush()

@@ -11,6 +11,7 @@ import pytest
 
 from lupus_stream.alerting.alertmanager import (
     AlertmanagerNotifier,
+    NotFound,
     Rejected,
     label_name,
     plan_silences,
@@ -160,7 +161,7 @@ def test_silences_become_alertmanager_silences_tagged_with_their_id() -> None:
     ours = silence(
         "s1", NOW - 60, NOW + 3600, region="eu", host="!=db", **{"model.version": "=~7|8"}
     )
-    assert to_alertmanager_silence(ours) == {
+    assert to_alertmanager_silence(ours, "here") == {
         "matchers": [
             {"name": "host", "value": "db", "isRegex": False, "isEqual": False},
             {"name": "model_version", "value": "7|8", "isRegex": True, "isEqual": True},
@@ -169,9 +170,9 @@ def test_silences_become_alertmanager_silences_tagged_with_their_id() -> None:
         "startsAt": "2026-05-28T20:25:40Z",
         "endsAt": "2026-05-28T21:26:40Z",
         "createdBy": "lupus-stream",
-        "comment": "why (lupus-stream silence s1)",
+        "comment": "why (lupus-stream silence s1 of here)",
     }
-    assert to_alertmanager_silence(silence("s2", NOW, NOW + 1, a="!~x"))["matchers"] == [
+    assert to_alertmanager_silence(silence("s2", NOW, NOW + 1, a="!~x"), "here")["matchers"] == [
         {"name": "a", "value": "x", "isRegex": True, "isEqual": False}
     ]
 
@@ -185,7 +186,7 @@ def test_the_plan_mirrors_ours_and_leaves_the_others_alone() -> None:
     def mirror(s: Silence, am_id: str, **change: Any) -> dict[str, Any]:
         # as Alertmanager lists it: its own id, a past start moved to when it was posted
         return {
-            **to_alertmanager_silence(s),
+            **to_alertmanager_silence(s, "here"),
             "startsAt": "2026-05-28T20:20:00Z",
             "id": am_id,
             "status": {"state": "active"},
@@ -196,17 +197,19 @@ def test_the_plan_mirrors_ours_and_leaves_the_others_alone() -> None:
         mirror(kept, "am-1"),
         mirror(shortened, "am-2", endsAt="2026-05-28T21:26:40Z"),  # ours ends sooner now
         mirror(ended, "am-4"),
-        mirror(kept, "am-5"),  # a second copy (two notifiers raced)
+        mirror(kept, "am-0"),  # a second copy (two notifiers raced): the smaller id stays
         mirror(ended, "am-6", status={"state": "expired"}),
         {"id": "am-7", "comment": "someone else's", "status": {"state": "active"}},
+        {**mirror(ended, "am-8"), "comment": "why (lupus-stream silence d4 of elsewhere)"},
     ]
-    post, expire = plan_silences([kept, shortened, new, ended], theirs, NOW)
+    post, expire = plan_silences([kept, shortened, new, ended], theirs, NOW, "here")
     assert [(p.get("id"), p["comment"]) for p in post] == [
-        ("am-2", "why (lupus-stream silence b2)"),
-        (None, "why (lupus-stream silence c3)"),
+        ("am-2", "why (lupus-stream silence b2 of here)"),
+        (None, "why (lupus-stream silence c3 of here)"),
     ]
-    assert sorted(expire) == ["am-4", "am-5"]
-    assert plan_silences([kept], [mirror(kept, "am-1")], NOW) == ([], [])
+    assert sorted(expire) == ["am-1", "am-4"]
+    assert plan_silences([kept], [mirror(kept, "am-1")], NOW, "here") == ([], [])
+    assert plan_silences([], [mirror(kept, "am-1")], NOW, "elsewhere") == ([], [])
 
 
 class FakeSilenceApi:
@@ -241,12 +244,57 @@ def test_a_round_mirrors_the_silences_before_the_alerts() -> None:
         return ours
 
     harness.notifier.silences, harness.notifier.silence_api = our_silences, api
+    harness.notifier.source = "here"
     sent = asyncio.run(harness.notifier.round())
-    assert sent.silences == 1 and [why for _, why in sent.rejected] == ["400: bad matcher"]
-    assert [s["comment"] for s in api.silences] == ["why (lupus-stream silence s1)"]
+    assert sent.silences == 1 and [why for _, why in sent.rejected] == [
+        "Rejected: 400: bad matcher"
+    ]
+    assert [s["comment"] for s in api.silences] == ["why (lupus-stream silence s1 of here)"]
     assert [a["labels"]["fp"] for a in sent.firing] == ["a"]  # Alertmanager mutes it
     ours = ours[:1]
     assert asyncio.run(harness.notifier.round()).silences == 0
     ours = []
     assert asyncio.run(harness.notifier.round()).silences == 1
     assert api.silences == []
+
+
+def test_alerts_go_out_when_the_silences_cannot_be_mirrored() -> None:
+    harness = Harness([state("a")])
+
+    class Down(FakeSilenceApi):
+        async def list(self) -> list[dict[str, Any]]:
+            raise RuntimeError("429 too many requests")
+
+    async def our_silences() -> list[Silence]:
+        return []
+
+    harness.notifier.silences, harness.notifier.silence_api = our_silences, Down()
+    sent = asyncio.run(harness.notifier.round())
+    assert [a["labels"]["fp"] for a in sent.firing] == ["a"] and len(harness.posts) == 1
+    assert [why for _, why in sent.rejected] == [
+        "silences not mirrored: RuntimeError: 429 too many requests"
+    ]
+
+
+def test_a_mirror_expired_by_hand_is_posted_anew() -> None:
+    harness = Harness([])
+    ours = [silence("s1", NOW - 60, NOW + 3600, fp="a")]
+
+    class Forgetful(FakeSilenceApi):
+        async def post(self, silence: dict[str, Any]) -> None:
+            if "id" in silence:
+                raise NotFound("404")
+            await super().post(silence)
+
+    api = Forgetful()
+    stale = {**to_alertmanager_silence(ours[0], "here"), "endsAt": "2030-01-01T00:00:00Z"}
+    api.silences = [{**stale, "id": "gone", "status": {"state": "active"}}]
+
+    async def our_silences() -> list[Silence]:
+        return ours
+
+    harness.notifier.silences, harness.notifier.silence_api = our_silences, api
+    harness.notifier.source = "here"
+    sent = asyncio.run(harness.notifier.round())
+    assert sent.rejected == [] and sent.silences == 1
+    assert [s["endsAt"] for s in api.silences] == ["2030-01-01T00:00:00Z", "2026-05-28T21:26:40Z"]

@@ -127,3 +127,17 @@ def test_the_resolution_of_a_firing_nobody_was_told_of_stays_muted(tmp_path: Pat
         ("resolved", "eu", 7.0, []),
     ]
     store.close()
+
+
+def test_a_silence_that_no_longer_reads_leaves_the_others_working(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = SqliteAlertStore(tmp_path / "alerts.db")
+    store.put_silence(silence("good", 1, 3, region="eu"))
+    bad = msgspec.json.encode(
+        {"id": "bad", "matchers": {"a": "1"}, "starts_at": 0, "ends_at": 1e12}
+    )
+    store._conn.execute("INSERT INTO silences (id, silence) VALUES ('bad', ?)", (bad,))
+    assert [s.id for s in store.silences()] == ["good"]
+    assert "silence bad unreadable, ignored" in caplog.text
+    store.close()

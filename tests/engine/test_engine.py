@@ -656,15 +656,16 @@ def test_last_fed_survives_a_snapshot_and_defaults_to_last_seen(tmp_path: Path) 
     assert restored.series["shop/quiet"].last_fed == at(5).timestamp()
     assert restored.series["shop/quiet"].last_seen == at(0).timestamp()
     # a snapshot from before `last_fed` existed: series entries one field shorter; a
-    # series with no value at all counts from the snapshot's watermark
+    # series with no value at all is kept until it gets a point
     run(engine, [metric(6, None, name="visits", kind="empty")])
     old = msgspec.msgpack.decode(engine.snapshot())
     old["series"] = [entry[:-1] for entry in old["series"]]
     older = Engine(cat)
     older.restore(msgspec.msgpack.encode(old))
     assert older.series["shop/quiet"].last_fed == at(0).timestamp()
-    assert older.series["shop/quiet{kind=empty}"].last_fed == at(6).timestamp()
+    assert older.series["shop/quiet{kind=empty}"].last_fed is None  # kept until fed
     assert older.tick(at(7)).anomalies == [] and len(older.series) == 2
+    assert older.restore(older.snapshot()) == [] and older.snapshot() == older.snapshot()
 
 
 def test_a_series_behind_the_others_is_not_forgotten_while_it_sends(tmp_path: Path) -> None:

@@ -75,3 +75,18 @@ def test_a_file_removed_meanwhile_does_not_stop_the_writes(tmp_path: Path) -> No
     assert read(path) == [9, 10, 11]
     assert read(tmp_path / "deadletter.jsonl.1") == [6, 7, 8]
     assert not (tmp_path / "deadletter.jsonl.2").exists()
+
+
+def test_a_rotation_that_cannot_move_the_file_waits_another_budget(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    (tmp_path / "x.jsonl.1").mkdir()  # in the way of the first rotation
+    sink = JsonlSink(path, max_bytes=200, keep=1)
+    for n in range(8):
+        sink.write(Item(n))
+    sink.close()
+    assert read(path) == list(range(8))  # nothing lost, one file over budget
+    (tmp_path / "x.jsonl.1").rmdir()
+    again = JsonlSink(path, max_bytes=200, keep=1)
+    again.write(Item(8))
+    again.close()
+    assert read(path) == [8] and read(tmp_path / "x.jsonl.1") == list(range(8))
