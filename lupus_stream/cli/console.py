@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import NoReturn
 
+import typer
 from rich.console import Console
 from rich.text import Text
 
@@ -13,6 +15,12 @@ from lupus_stream.contracts import AlertEvent, DeadLetter
 
 console = Console(highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(problem: object, code: int) -> NoReturn:
+    """Say what went wrong on stderr and end the command with `code`."""
+    errors.print(f"[red]error:[/] {problem}")
+    raise typer.Exit(code)
 
 
 def alert_line(event: AlertEvent) -> Text:

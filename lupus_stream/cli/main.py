@@ -13,6 +13,7 @@ import typer
 from lupus_stream.cli.console import alert_line, console, deadletter_line, errors
 from lupus_stream.cli.notify import register as register_notify
 from lupus_stream.cli.notify import register_alerts
+from lupus_stream.cli.options import SettingsOpt
 from lupus_stream.cli.silence import register as register_silences
 from lupus_stream.contracts.topics import TopicError, TopicSpec, load_topics
 from lupus_stream.monitors import Catalog, MonitorError, load_catalog
@@ -30,10 +31,6 @@ DetectorsOpt = Annotated[
 ]
 
 
-SettingsOpt = Annotated[
-    Path | None,
-    typer.Option("--settings", envvar="LUPUS_SETTINGS", help="Settings file (YAML)."),
-]
 topics_app = typer.Typer(help="Kafka topics described in topics/.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 

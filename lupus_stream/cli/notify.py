@@ -16,7 +16,8 @@ import typer
 from lupus_stream.alerting.alertmanager import AlertmanagerNotifier, HttpSilenceApi, http_post
 from lupus_stream.alerting.silences import muting
 from lupus_stream.cli.alert_store import AlertStoreAccess, StoreError
-from lupus_stream.cli.console import console, errors, state_line
+from lupus_stream.cli.console import console, errors, fail, state_line
+from lupus_stream.cli.options import SettingsOpt, StateDirOpt
 from lupus_stream.settings import Settings
 
 
@@ -33,16 +34,15 @@ def register(app: typer.Typer, settings_for: Callable[[Path | None], Settings]) 
             float, typer.Option(min=1.0, help="Seconds between rounds (Prometheus: 60).")
         ] = 60.0,
         once: Annotated[bool, typer.Option("--once", help="One round, then exit.")] = False,
-        data_dir: Annotated[
-            Path,
-            typer.Option(envvar="LUPUS_DATA_DIR", help="State of the embedded runtime."),
-        ] = Path("lupus-data"),
-        settings_file: Annotated[Path | None, typer.Option("--settings")] = None,
+        data_dir: StateDirOpt = Path("lupus-data"),
+        settings_file: SettingsOpt = None,
     ) -> None:
-        """Send the firing alerts to an Alertmanager, which groups, routes and delivers
-        them; alerts that resolved are sent once more as ended, and the silences are
-        mirrored there. Reads the alert states of the Kafka runtime (Redis) when a broker
-        is configured, of the embedded runtime (--data-dir) otherwise."""
+        """Send the firing alerts and the silences to an Alertmanager, every interval.
+
+        Alertmanager groups, routes and delivers them; alerts that resolved are sent once
+        more as ended. Reads the alert states of the Kafka runtime (Redis) when a broker
+        is configured, of the embedded runtime (--data-dir) otherwise.
+        """
         store = AlertStoreAccess(settings_for(settings_file), data_dir)
         notifier = AlertmanagerNotifier(
             http_post(alertmanager),
@@ -64,21 +64,20 @@ def register_alerts(app: typer.Typer, settings_for: Callable[[Path | None], Sett
 
     @app.command()
     def alerts(
-        data_dir: Annotated[
-            Path,
-            typer.Option(envvar="LUPUS_DATA_DIR", help="State of the embedded runtime."),
-        ] = Path("lupus-data"),
-        settings_file: Annotated[Path | None, typer.Option("--settings")] = None,
+        data_dir: StateDirOpt = Path("lupus-data"),
+        settings_file: SettingsOpt = None,
     ) -> None:
-        """The pending and firing alerts, firing first (Redis when a broker is configured,
-        the embedded runtime's --data-dir otherwise)."""
+        """List the pending and firing alerts, firing first.
+
+        From Redis when a broker is configured, the embedded runtime's --data-dir
+        otherwise.
+        """
         store = AlertStoreAccess(settings_for(settings_file), data_dir)
         try:
             states = asyncio.run(store.active())
             silences = asyncio.run(store.silences())
         except StoreError as exc:
-            errors.print(f"[red]error:[/] {exc}")
-            raise typer.Exit(1) from None
+            fail(exc, 1)
         states.sort(key=lambda s: (s.status != "firing", s.active_since or s.pending_since or 0))
         now = time.time()
         for state in states:

@@ -17,18 +17,14 @@ import typer
 
 from lupus_stream.alerting.silences import Silence, new_silence
 from lupus_stream.cli.alert_store import AlertStoreAccess, StoreError
-from lupus_stream.cli.console import console, errors, silence_line
+from lupus_stream.cli.console import console, fail, silence_line
+from lupus_stream.cli.options import SettingsOpt, StateDirOpt
 from lupus_stream.durations import parse_duration
 from lupus_stream.settings import Settings
 
 silence_app = typer.Typer(help="Mute the notifications of matching alerts.", no_args_is_help=True)
 
 _MATCHER = re.compile(r"(?P<name>[^=!~]+)(?P<op>=~|!~|!=|=)(?P<value>.*)", re.S)
-
-DataDirOpt = Annotated[
-    Path,
-    typer.Option(envvar="LUPUS_DATA_DIR", help="State of the embedded runtime (no broker)."),
-]
 
 
 def parse_matcher(text: str) -> tuple[str, str]:
@@ -103,26 +99,24 @@ def register(app: typer.Typer, settings_for: Callable[[Path | None], Settings]) 
         until: Annotated[str | None, typer.Option(help="End, ISO 8601 with offset.")] = None,
         starts: Annotated[str | None, typer.Option(help="Start (default: now).")] = None,
         created_by: Annotated[str | None, typer.Option("--by", help="Default: $USER.")] = None,
-        data_dir: DataDirOpt = Path("lupus-data"),
-        settings_file: Annotated[Path | None, typer.Option("--settings")] = None,
+        data_dir: StateDirOpt = Path("lupus-data"),
+        settings_file: SettingsOpt = None,
     ) -> None:
         """Mute matching alerts from now (or --starts) for --for, or until --until."""
         store = AlertStoreAccess(settings_for(settings_file), data_dir)
         try:
             silence = add(store, match, duration, until, starts, comment, created_by)
         except ValueError as exc:
-            errors.print(f"[red]error:[/] {exc}")
-            raise typer.Exit(2) from None
+            fail(exc, 2)
         except StoreError as exc:
-            errors.print(f"[red]error:[/] {exc}")
-            raise typer.Exit(1) from None
+            fail(exc, 1)
         console.print(silence_line(silence, time.time()))
 
     @silence_app.command("list")
     def list_command(
         show_all: Annotated[bool, typer.Option("--all", help="Expired ones too.")] = False,
-        data_dir: DataDirOpt = Path("lupus-data"),
-        settings_file: Annotated[Path | None, typer.Option("--settings")] = None,
+        data_dir: StateDirOpt = Path("lupus-data"),
+        settings_file: SettingsOpt = None,
     ) -> None:
         """The silences that have not ended (with --all, every one)."""
         now = time.time()
@@ -131,8 +125,7 @@ def register(app: typer.Typer, settings_for: Callable[[Path | None], Settings]) 
                 AlertStoreAccess(settings_for(settings_file), data_dir).silences()
             )
         except StoreError as exc:
-            errors.print(f"[red]error:[/] {exc}")
-            raise typer.Exit(1) from None
+            fail(exc, 1)
         for silence in silences:
             if show_all or silence.ends_at > now:
                 console.print(silence_line(silence, now))
@@ -140,18 +133,16 @@ def register(app: typer.Typer, settings_for: Callable[[Path | None], Settings]) 
     @silence_app.command("expire")
     def expire_command(
         silence_id: Annotated[str, typer.Argument(help="The silence's id (from list).")],
-        data_dir: DataDirOpt = Path("lupus-data"),
-        settings_file: Annotated[Path | None, typer.Option("--settings")] = None,
+        data_dir: StateDirOpt = Path("lupus-data"),
+        settings_file: SettingsOpt = None,
     ) -> None:
         """End a silence now: alerts it muted that still fire are notified."""
         try:
             silence = expire(AlertStoreAccess(settings_for(settings_file), data_dir), silence_id)
         except ValueError as exc:
-            errors.print(f"[red]error:[/] {exc}")
-            raise typer.Exit(2) from None
+            fail(exc, 2)
         except StoreError as exc:
-            errors.print(f"[red]error:[/] {exc}")
-            raise typer.Exit(1) from None
+            fail(exc, 1)
         console.print(silence_line(silence, time.time()))
 
     app.add_typer(silence_app, name="silence")
