@@ -76,55 +76,32 @@ class AlertStoreAccess:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         return SqliteAlertStore(self._db)
 
-    async def active(self) -> list[AlertState]:
-        with self._failing("read the alerts in"):
+    async def _call(
+        self, doing: str, method: str, *args: Any, missing: Any = None, create: bool = False
+    ) -> Any:
+        """`method` of the store (the Redis and the SQLite store name them alike); `missing`
+        when the embedded state file does not exist yet (`create`: make it)."""
+        with self._failing(doing):
             if self.on_redis:
                 async with self._redis() as store:
-                    return list(await store.active())
-            store = self._sqlite()
+                    return await getattr(store, method)(*args)
+            store = self._sqlite(create)
             if store is None:
-                return []
+                return missing
             try:
-                return list(store.active())
+                return getattr(store, method)(*args)
             finally:
                 store.close()
+
+    async def active(self) -> list[AlertState]:
+        return list(await self._call("read the alerts in", "active", missing=[]))
 
     async def get(self, fp: str) -> AlertState | None:
-        with self._failing("read an alert in"):
-            if self.on_redis:
-                async with self._redis() as store:
-                    state: AlertState | None = await store.get(fp)
-                    return state
-            store = self._sqlite()
-            if store is None:
-                return None
-            try:
-                found: AlertState | None = store.get(fp)
-                return found
-            finally:
-                store.close()
+        state: AlertState | None = await self._call("read an alert in", "get", fp)
+        return state
 
     async def silences(self) -> list[Silence]:
-        with self._failing("read the silences in"):
-            if self.on_redis:
-                async with self._redis() as store:
-                    return list(await store.silences())
-            store = self._sqlite()
-            if store is None:
-                return []
-            try:
-                return list(store.silences())
-            finally:
-                store.close()
+        return list(await self._call("read the silences in", "silences", missing=[]))
 
     async def put_silence(self, silence: Silence) -> None:
-        with self._failing("write a silence to"):
-            if self.on_redis:
-                async with self._redis() as store:
-                    await store.put_silence(silence)
-                return
-            store = self._sqlite(create=True)
-            try:
-                store.put_silence(silence)
-            finally:
-                store.close()
+        await self._call("write a silence to", "put_silence", silence, create=True)
