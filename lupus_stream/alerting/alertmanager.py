@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from lupus_stream.alerting.lifecycle import AlertState
 from lupus_stream.alerting.silences import Silence
+from lupus_stream.monitors.matchers import split_matcher
 
 ENDS_AFTER_INTERVALS = 4  # a firing alert not sent again ends this many intervals later
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_]")
@@ -72,7 +73,7 @@ def to_alertmanager_silence(silence: Silence, source: str) -> dict[str, Any]:
     with its id and the store it comes from (`source`)."""
     matchers = []
     for name, spec in sorted(silence.matchers.items()):
-        op, value = (spec[:2], spec[2:]) if spec[:2] in ("!=", "=~", "!~") else ("=", spec)
+        op, value = split_matcher(spec)
         matchers.append(
             {
                 "name": label_name(name),

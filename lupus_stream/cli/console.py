@@ -12,6 +12,7 @@ from rich.text import Text
 from lupus_stream.alerting.lifecycle import AlertState, to_datetime
 from lupus_stream.alerting.silences import Silence
 from lupus_stream.contracts import AlertEvent, DeadLetter
+from lupus_stream.monitors.matchers import split_matcher
 
 console = Console(highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -23,13 +24,18 @@ def fail(problem: object, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _series(labels: dict[str, str]) -> str:
+    """The labels that tell series apart (the alert's name, product and severity left out)."""
+    return ",".join(
+        f"{k}={v}" for k, v in labels.items() if k not in ("alertname", "product", "severity")
+    )
+
+
 def alert_line(event: AlertEvent) -> Text:
     firing = event.status == "firing"
     style = "dim" if event.silenced_by else "bold red" if firing else "bold green"
     severity = event.labels.get("severity", "")
-    series = ",".join(
-        f"{k}={v}" for k, v in event.labels.items() if k not in ("alertname", "product", "severity")
-    )
+    series = _series(event.labels)
     text = Text()
     text.append(f"{event.at:%Y-%m-%d %H:%M} ", style="dim")
     text.append(f"{event.status.upper():8}", style=style)
@@ -49,9 +55,7 @@ def state_line(state: AlertState, silenced_now: tuple[str, ...] = ()) -> Text:
     """One pending or firing alert as `lupus-stream alerts` lists it, with the silences
     that muted its last transition or mute it now."""
     since = state.active_since if state.status == "firing" else state.pending_since
-    series = ",".join(
-        f"{k}={v}" for k, v in state.labels.items() if k not in ("alertname", "product", "severity")
-    )
+    series = _series(state.labels)
     text = Text()
     text.append(
         f"{state.status.upper():8}", style="bold red" if state.status == "firing" else "yellow"
@@ -75,7 +79,7 @@ def state_line(state: AlertState, silenced_now: tuple[str, ...] = ()) -> Text:
 
 def _matcher(name: str, spec: str) -> str:
     """As PromQL writes one: `region="eu"`, `region!="us"`, `host=~"db-.*"`."""
-    op, value = (spec[:2], spec[2:]) if spec[:2] in ("!=", "=~", "!~") else ("=", spec)
+    op, value = split_matcher(spec)
     return f"{name}{op}{json.dumps(value)}"
 
 

@@ -29,17 +29,22 @@ def compile_regex(pattern: str) -> Any:
         raise ValueError(str(reason)) from None
 
 
+def split_matcher(spec: str) -> tuple[str, str]:
+    """(operator, operand): `=~db-.*` -> (`=~`, `db-.*`); a plain value -> (`=`, value)."""
+    return (spec[:2], spec[2:]) if spec[:2] in ("=~", "!~", "!=") else ("=", spec)
+
+
 def compile_matcher(spec: str) -> Matcher:
-    if spec.startswith("=~"):
-        pattern = compile_regex(spec[2:])
+    op, operand = split_matcher(spec)
+    if op == "=~":
+        pattern = compile_regex(operand)
         return lambda v: v is not None and pattern.fullmatch(v) is not None
-    if spec.startswith("!~"):
-        pattern = compile_regex(spec[2:])
+    if op == "!~":
+        pattern = compile_regex(operand)
         return lambda v: v is None or pattern.fullmatch(v) is None
-    if spec.startswith("!="):
-        other = spec[2:]
-        return lambda v: v != other
-    return lambda v: v == spec
+    if op == "!=":
+        return lambda v: v != operand
+    return lambda v: v == operand
 
 
 def compile_matchers(specs: Mapping[str, str]) -> Callable[[Mapping[str, str]], bool]:

@@ -119,16 +119,22 @@ class Worker:
         raise RuntimeError(f"no metrics line:\n{self.log()}")
 
     def terminate(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
+        code = stop(self.proc, sig, timeout)
         self._log.close()
         return code
+
+
+def stop(proc: subprocess.Popen[Any], sig: int, timeout: float) -> int:
+    """Send `sig` and wait for the exit code; killed (and the timeout raised) after
+    `timeout` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
 
 
 def run(coro: Any, timeout: float = 120) -> Any:

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.integration.kafka_harness import HINT
+from tests.integration.kafka_harness import HINT, stop
 
 READY_TIMEOUT = 30.0  # seconds until a server answers /-/ready
 STOP_TIMEOUT = 30.0  # seconds between SIGTERM and SIGKILL
@@ -78,14 +78,7 @@ class LoopbackServer:
             time.sleep(0.2)
 
     def terminate(self, timeout: float = STOP_TIMEOUT) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
         try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
+            return stop(self.proc, signal.SIGTERM, timeout)
         finally:
             self._log.close()
-        return code
