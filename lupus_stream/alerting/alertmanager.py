@@ -27,6 +27,7 @@ from lupus_stream.alerting.silences import Silence
 from lupus_stream.monitors.matchers import split_matcher
 
 ENDS_AFTER_INTERVALS = 4  # a firing alert not sent again ends this many intervals later
+FINGERPRINT_LABEL = "lupus_fingerprint"  # one Alertmanager alert per lupus-stream alert
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_]")
 
 Post = Callable[[list[dict[str, Any]]], Awaitable[None]]
@@ -51,6 +52,24 @@ def label_name(name: str) -> str:
     return _NOT_IN_NAME.sub("_", name)
 
 
+def alertmanager_labels(labels: dict[str, str], fingerprint: str) -> dict[str, str]:
+    """An alert's labels under names Alertmanager takes, none lost and none merged.
+
+    The alert's fingerprint is a label of its own, so two alerts whose labels read alike
+    once renamed stay two alerts in Alertmanager. A valid name keeps its name; another
+    takes `label_name` of it, or, when that is taken in this alert (`a.b` beside `a_b`),
+    the first free `_1`, `_2`, ... after it."""
+    out = {FINGERPRINT_LABEL: fingerprint}
+    for name in sorted(labels, key=lambda k: (label_name(k) != k, k)):
+        base = candidate = label_name(name)
+        suffix = 0
+        while candidate in out:
+            suffix += 1
+            candidate = f"{base}_{suffix}"
+        out[candidate] = labels[name]
+    return dict(sorted(out.items()))
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
@@ -61,7 +80,7 @@ def to_alertmanager(state: AlertState, ends_at: float) -> dict[str, Any]:
     starts = state.active_since if state.active_since is not None else ends_at
     ends_at = max(ends_at, starts)
     return {
-        "labels": {label_name(k): v for k, v in sorted(state.labels.items())},
+        "labels": alertmanager_labels(state.labels, state.fingerprint),
         "annotations": dict(state.annotations),
         "startsAt": _iso(starts),
         "endsAt": _iso(ends_at),

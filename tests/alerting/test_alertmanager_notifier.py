@@ -13,6 +13,7 @@ from lupus_stream.alerting.alertmanager import (
     AlertmanagerNotifier,
     NotFound,
     Rejected,
+    alertmanager_labels,
     label_name,
     plan_silences,
     to_alertmanager_silence,
@@ -74,7 +75,7 @@ def test_firing_alerts_go_out_with_an_end_ahead_and_others_do_not() -> None:
     assert harness.round() == (["a"], [])
     [[alert]] = harness.posts
     assert alert == {
-        "labels": {"alertname": "ctr", "fp": "a", "model_version": "7"},
+        "labels": {"alertname": "ctr", "fp": "a", "lupus_fingerprint": "a", "model_version": "7"},
         "annotations": {"summary": "ctr of a"},
         "startsAt": "2026-05-28T20:16:40Z",
         "endsAt": "2026-05-28T20:30:40Z",  # four intervals ahead: ends if nobody resends
@@ -125,6 +126,30 @@ def test_a_failed_round_is_sent_again() -> None:
 )
 def test_label_names_are_what_alertmanager_takes(name: str, expected: str) -> None:
     assert label_name(name) == expected
+
+
+def test_labels_that_read_alike_once_renamed_are_all_kept() -> None:
+    labels = {"a.b": "dot", "a_b": "underscore", "a-b": "dash", "a_b_1": "taken", "x": "1"}
+    assert alertmanager_labels(labels, "f1") == {
+        "a_b": "underscore",  # a valid name keeps its name
+        "a_b_1": "taken",
+        "a_b_2": "dash",  # the others in the order of their names
+        "a_b_3": "dot",
+        "lupus_fingerprint": "f1",
+        "x": "1",
+    }
+    mine = alertmanager_labels({"lupus_fingerprint": "mine"}, "f2")
+    assert mine == {"lupus_fingerprint": "f2", "lupus_fingerprint_1": "mine"}
+
+
+def test_alerts_whose_labels_read_alike_once_renamed_stay_two_alerts() -> None:
+    first, second = state("a"), state("b")
+    second = msgspec.structs.replace(second, labels={**first.labels, "model_version": "7"})
+    second.labels.pop("model.version")
+    harness = Harness([first, second])
+    harness.round()
+    [posted] = harness.posts
+    assert len({tuple(sorted(a["labels"].items())) for a in posted}) == 2
 
 
 def test_an_alert_alertmanager_refuses_does_not_hold_back_the_others() -> None:

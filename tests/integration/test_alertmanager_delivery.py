@@ -169,6 +169,7 @@ def test_the_embedded_runtime_pages_through_alertmanager_and_resolves(
     try:
         [(status, labels, _)] = webhook.wait_for("firing")
         assert status == "firing"
+        assert len(labels.pop("lupus_fingerprint")) == 16
         assert labels == {
             "alertname": "orders",
             "product": "shop",
