@@ -35,16 +35,19 @@ def split_matcher(spec: str) -> tuple[str, str]:
 
 
 def compile_matcher(spec: str) -> Matcher:
+    """A label's value (None when it is missing) -> whether it matches. A missing label
+    reads as the empty string, as in Prometheus and Alertmanager: `""` matches it,
+    `!=""` asks for the label, and a silence means here what its mirror means there."""
     op, operand = split_matcher(spec)
     if op == "=~":
         pattern = compile_regex(operand)
-        return lambda v: v is not None and pattern.fullmatch(v) is not None
+        return lambda v: pattern.fullmatch(v or "") is not None
     if op == "!~":
         pattern = compile_regex(operand)
-        return lambda v: v is None or pattern.fullmatch(v) is None
+        return lambda v: pattern.fullmatch(v or "") is None
     if op == "!=":
-        return lambda v: v != operand
-    return lambda v: v == operand
+        return lambda v: (v or "") != operand
+    return lambda v: (v or "") == operand
 
 
 def compile_matchers(specs: Mapping[str, str]) -> Callable[[Mapping[str, str]], bool]:

@@ -65,6 +65,16 @@ def test_muting_follows_matchers_and_the_half_open_span() -> None:
     assert muting({"region": "us", "alertname": "ctr"}, at(2.5), silences) == ()
 
 
+def test_a_missing_label_matches_as_the_empty_string_as_in_alertmanager() -> None:
+    silences = [silence("no-region", 0, 9, region=""), silence("any-team", 0, 9, team="!=")]
+    assert muting({"alertname": "ctr"}, at(1), silences) == ("no-region",)
+    assert muting({"alertname": "ctr", "team": "ads"}, at(1), silences) == (
+        "no-region",
+        "any-team",
+    )
+    assert muting({"alertname": "ctr", "region": "eu"}, at(1), silences) == ()
+
+
 def test_transitions_in_a_silence_are_muted_and_a_muted_firing_is_notified_after(
     tmp_path: Path,
 ) -> None:

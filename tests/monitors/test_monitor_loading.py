@@ -574,6 +574,15 @@ def test_parse_duration_rejects(text: str) -> None:
         ("!~eu|us", "asia", True),
         ("!~eu", "eu-west", True),  # fully anchored
         ("!~eu", None, True),
+        # a missing label reads as the empty string, as in Prometheus and Alertmanager
+        ("", None, True),
+        ("", "", True),
+        ("", "eu", False),
+        ("!=", None, False),
+        ("!=", "eu", True),
+        ("=~.*", None, True),
+        ("=~.+", None, False),
+        ("!~.+", None, True),
     ],
 )
 def test_label_matcher(spec: str, value: str | None, expected: bool) -> None:
