@@ -65,9 +65,17 @@ def _need_broker(settings: Settings) -> None:
 @app.command()
 def run(
     inputs: Annotated[list[Path] | None, typer.Argument(help="JSON-lines files to read.")] = None,
-    detectors: DetectorsOpt = Path("detectors"),
+    detectors: Annotated[
+        Path | None,
+        typer.Option(
+            "--detectors",
+            "-d",
+            envvar="LUPUS_DETECTORS",
+            help="Monitor definitions [default: detectors, or the settings file's].",
+        ),
+    ] = None,
     data_dir: Annotated[
-        Path, typer.Option(envvar="LUPUS_DATA_DIR", help="State and outputs.")
+        Path, typer.Option(envvar="LUPUS_DATA_DIR", help="State and outputs (embedded).")
     ] = Path("lupus-data"),
     stdin: Annotated[bool, typer.Option("--stdin", help="Also read records from stdin.")] = False,
     http_port: Annotated[
@@ -85,22 +93,34 @@ def run(
     """Run the monitor: on Kafka when a broker is configured, else embedded (no servers).
 
     With a broker (LUPUS_KAFKA_BOOTSTRAP_SERVERS or --settings), input files and stdin
-    are published to the input topics and this process then serves as a worker.
+    are published to the input topics and this process then serves as a worker; HTTP
+    ingest and the choice of clock are the embedded runtime's (a worker runs on the wall
+    clock, and products publish with `send` or the SDK).
     """
     from lupus_stream.detection.base import StateError
     from lupus_stream.runtimes.embedded import EmbeddedRuntime, Inputs
     from lupus_stream.runtimes.pipeline import DB_FILE, Pipeline
 
     settings = _settings(settings_file)
+    detectors = Path(settings.detectors) if detectors is None else detectors
     files = inputs or []
     if settings.kafka.bootstrap_servers:
         from lupus_stream.contracts.topics import INPUT_TOPICS
 
+        embedded_only = {"--http-port": http_port, "--wall-clock/--event-time": wall_clock}
+        for option, value in embedded_only.items():
+            if value is not None:
+                errors.print(
+                    f"[red]error:[/] {option} is for the embedded runtime; a Kafka broker is "
+                    "configured (publish with `lupus-stream send` or the SDK)"
+                )
+                raise typer.Exit(2)
+        catalog = _catalog(detectors)
         topics = {kind: settings.topic(name) for name, kind in INPUT_TOPICS.items()}
         sources: list[Path | None] = [*files, *([None] if stdin else [])]
         if sources:
             asyncio.run(_publish(settings, topics, sources))
-        worker(settings_file)
+        _serve(settings, catalog)
         return
     catalog = _catalog(detectors)
     for path in files:
@@ -234,11 +254,14 @@ def topics_create(settings_file: SettingsOpt = None) -> None:
 @app.command()
 def worker(settings_file: SettingsOpt = None) -> None:
     """Run a Kafka/Faust worker (detect and alert stages) until SIGTERM."""
-    from lupus_stream.runtimes.kafka.worker import serve
-
     settings = _settings(settings_file)
     _need_broker(settings)
-    catalog = _catalog(Path(settings.detectors))
+    _serve(settings, _catalog(Path(settings.detectors)))
+
+
+def _serve(settings: Settings, catalog: Catalog) -> None:
+    from lupus_stream.runtimes.kafka.worker import serve
+
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )

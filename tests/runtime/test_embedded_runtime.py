@@ -160,6 +160,40 @@ def test_stdin_input(workdir: Path) -> None:
     assert len(lines(workdir / "s" / "deadletter.jsonl")) == 1
 
 
+def test_run_reads_the_monitor_directory_of_the_settings_file(workdir: Path) -> None:
+    (workdir / "detectors").rename(workdir / "monitors")
+    (workdir / "settings.yaml").write_text("detectors: monitors\n")
+    (workdir / "in.jsonl").write_text(metric(0, 10.0) + "\n" + metric(1, 150.0) + "\n")
+    proc = lupus(workdir, "run", "in.jsonl", "--settings", "settings.yaml", "--data-dir", "s")
+    assert proc.returncode == 0, proc.stderr
+    assert [a["status"] for a in lines(workdir / "s" / "alerts.jsonl")] == ["firing"]
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--http-port", "0"], "--http-port is for the embedded runtime"),
+        (["--event-time", "in.jsonl"], "--wall-clock/--event-time is for the embedded runtime"),
+        (["--detectors", "elsewhere", "in.jsonl"], "elsewhere: monitor directory does not exist"),
+    ],
+)
+def test_run_with_a_broker_refuses_what_only_the_embedded_runtime_does(
+    workdir: Path, args: list[str], said: str
+) -> None:
+    """Refused before any connection (no broker listens at the address)."""
+    (workdir / "in.jsonl").write_text(metric(0, 10.0) + "\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lupus_stream.cli.main", "run", *args],
+        cwd=workdir,
+        env={**os.environ, "LUPUS_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert said in " ".join(proc.stderr.split())
+
+
 def test_invalid_monitor_file_is_reported_with_file_monitor_and_field(workdir: Path) -> None:
     (workdir / "detectors" / "shop.yaml").write_text(CATALOG.replace("upper: 100", "uper: 100"))
     proc = lupus(workdir, "check")
