@@ -56,6 +56,22 @@ def test_spike_in_a_seasonal_hourly_series_is_caught() -> None:
     assert v is not None and v.score > 0.5 and v.kind == "outlier"
 
 
+@pytest.mark.parametrize("rate", [0.02, 0.1, 0.5])
+def test_a_sparse_count_is_quiet_and_a_burst_of_it_is_caught(rate: float) -> None:
+    """Errors an hour, mostly zero: the scale cannot shrink below what counting in steps
+    of one allows (a long run of zeros would leave every single error a billion sigmas
+    away), so routine ones are routine and a burst is news."""
+    rng = np.random.default_rng(int(rate * 100))
+    xs = rng.poisson(rate, 24 * 7 * 8).astype(float)
+    ts = [1.7e9 + HOUR * i for i in range(len(xs))]
+    d = SeasonalDetector()
+    assert flagged(d.update_many(ts, list(xs))) == []
+    assert d.state.resolution == 1.0
+    xs[1000:1003] = 12.0
+    burst = flagged(SeasonalDetector().update_many(ts, list(xs)))
+    assert burst and burst[0] == 1000 and burst[-1] <= 1010
+
+
 def test_a_drop_is_news_in_a_series_whose_spikes_go_up() -> None:
     """Each side has its own tail: routine bursts upward do not make a drop routine,
     and the expected band reaches further above the model than below it."""

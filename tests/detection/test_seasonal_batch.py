@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lupus_stream.detection.base import VerdictBatch
-from lupus_stream.detection.seasonal import SeasonalDetector, SeasonalParams
+from lupus_stream.detection.seasonal import QUANTUM_TO_SIGMA, SeasonalDetector, SeasonalParams
 
 
 def messy_series(
@@ -89,6 +89,23 @@ def test_batches_equal_point_by_point_with_a_fixed_period(period: str) -> None:
     reference, batched = SeasonalDetector(params), SeasonalDetector(params)
     assert chunked(batched, ts, xs, 7) == per_point(reference, ts, xs)
     assert state_bytes(batched) == state_bytes(reference)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_batches_equal_point_by_point_on_counts(seed: int) -> None:
+    """Small counts, mostly zero, with bursts: the scale sits on its resolution floor."""
+    ts, _ = messy_series(seed, 2500, 3600.0)
+    rng = random.Random(seed)
+    xs: list[float | None] = [
+        float((rng.random() < 0.03) + (15 if rng.random() < 0.005 else 0)) for _ in ts
+    ]
+    reference, batched = SeasonalDetector(), SeasonalDetector()
+    want = per_point(reference, ts, xs)
+    assert chunked(batched, ts, xs, seed) == want
+    assert state_bytes(batched) == state_bytes(reference)
+    state = reference.state
+    assert state.resolution == 1.0 and state.scale < QUANTUM_TO_SIGMA  # the floor holds it
+    assert sum(v is not None and v.anomalous for v in want) > 0
 
 
 def test_snapshots_between_batches_restore_to_the_same_run() -> None:
