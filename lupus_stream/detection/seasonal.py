@@ -23,10 +23,10 @@ How it works, per series:
 3. **Online model** (O(1) per point): `expected = level + daily[phase] + weekly[phase]`.
    The residual updates level, profiles and a robust scale (an exponentially weighted
    mean absolute residual) with Huber-clipped steps, so an outlier moves nothing much.
-   The scale in use never falls below the data's resolution (the smallest change
-   between consecutive values so far) over sqrt(12), the spread of rounding to it: a
-   count that sits at zero for days does not put its next single event a billion
-   sigmas away.
+   The scale in use never falls below the data's resolution (the smallest change from
+   the previous value at a point scored normal) over sqrt(12), the spread of rounding
+   to it: a count that sits at zero for days does not put its next single event a
+   billion sigmas away, while the break of a series that never moved stays news.
 4. **Three surprises** of the standardised residual `z = residual / scale`:
    the point itself (`|z|`), a short exponentially weighted mean of the clipped `z`
    (a level shift or a broken season: many moderate residuals on one side) and a longer
@@ -204,8 +204,8 @@ class SeasonalState(msgspec.Struct):
     run_ts: list[float] = []
     run_res: list[float] = []
     run_side: int = 0
-    # the data's resolution: the smallest change between consecutive values so far (0:
-    # none yet), for the floor of the scale
+    # the data's resolution: the smallest change from the previous value at a normal
+    # point (0: none yet), for the floor of the scale
     x_last: float = math.nan
     resolution: float = 0.0
 
@@ -538,9 +538,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
                     0.0, False, value, detail=f"warming up ({len(s.warm)}/{self._warmup})"
                 )
             return self._late(t, value)
-        step = abs(value - s.x_last)
-        if step > 0.0 and (step < s.resolution or not s.resolution):
-            s.resolution = step
+        change = abs(value - s.x_last)
         s.x_last = value
         n = s.n
         if n <= INTERVAL_SAMPLES:
@@ -681,6 +679,10 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             if s.run_side:
                 s.run_ts, s.run_res, s.run_side = [], [], 0
         if not in_run and not anomalous:
+            # a normal point's change teaches the resolution; the jump into an incident
+            # must not (a flat series that breaks would make its break routine)
+            if change > 0.0 and (change < s.resolution or not s.resolution):
+                s.resolution = change
             return Verdict(score, False, value, expected, lower, upper)
         detail = _detail(z, expected, best, raw, bool(day_bins or week_bins))
         if not in_run:

@@ -189,9 +189,7 @@ def run(
                 history[:MAX_HISTORY] = history[drop:cells].copy()
                 t0 += drop * interval
                 cells = MAX_HISTORY
-        step = abs(value - x_last)
-        if step > 0.0 and (step < resolution or resolution == 0.0):
-            resolution = step
+        change = abs(value - x_last)
         x_last = value
         t_last = t
         n += 1.0
@@ -359,6 +357,8 @@ def run(
             break
         state_scale = state_scale + scale_rate * (MEAN_ABS_TO_SIGMA * abs(step) - state_scale)
         run_side = 0.0
+        if not alarm and change > 0.0 and (change < resolution or resolution == 0.0):
+            resolution = change
         out[i, STATUS] = ANOMALOUS if alarm else NORMAL
     dst[N] = n
     dst[T_LAST] = t_last

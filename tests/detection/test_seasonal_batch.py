@@ -108,6 +108,22 @@ def test_batches_equal_point_by_point_on_counts(seed: int) -> None:
     assert sum(v is not None and v.anomalous for v in want) > 0
 
 
+def test_batches_equal_point_by_point_when_anomalous_points_change_by_less() -> None:
+    """Whole numbers, then a shifted stretch in half steps that the shift surprise flags:
+    neither path may learn the resolution from those anomalous points."""
+    rng = random.Random(5)
+    ts = [1.7e9 + 3600.0 * i for i in range(1500)]
+    xs: list[float | None] = [float(100 + round(rng.gauss(0, 3))) for _ in range(1200)]
+    xs += [116.0 + 0.5 * (i % 2) for i in range(4)]
+    xs += [float(100 + round(rng.gauss(0, 3))) for _ in range(296)]
+    reference, batched = SeasonalDetector(), SeasonalDetector()
+    want = per_point(reference, ts, xs)
+    assert chunked(batched, ts, xs, 3) == want
+    assert state_bytes(batched) == state_bytes(reference)
+    flagged = [i for i in range(1200, 1204) if (v := want[i]) is not None and v.anomalous]
+    assert len(flagged) > 2 and reference.state.resolution == 1.0
+
+
 def test_snapshots_between_batches_restore_to_the_same_run() -> None:
     ts, xs = messy_series(3, 3000, 300.0)
     reference = SeasonalDetector()
