@@ -51,11 +51,17 @@ class Silence(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
                 raise ValueError("a silence must start and end between 1900 and 2200 (UTC)")
         if not self.ends_at > self.starts_at:
             raise ValueError("a silence must end after it starts")
+        matches_missing = True
         for name, spec in self.matchers.items():
             try:
-                compile_matcher(spec)
+                matches_missing &= compile_matcher(spec)(None)
             except ValueError as exc:
                 raise ValueError(f"matcher {name}: {spec!r}: {exc}") from None
+        if matches_missing:  # Alertmanager's rule too: its mirror would be refused
+            raise ValueError(
+                "a silence needs a matcher that a missing label does not satisfy "
+                "(these would mute every alert without those labels)"
+            )
 
 
 _DECODER = msgspec.json.Decoder(Silence)

@@ -29,6 +29,15 @@ DetectorsOpt = Annotated[
     Path,
     typer.Option("--detectors", "-d", envvar="LUPUS_DETECTORS", help="Monitor definitions."),
 ]
+MonitorsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--detectors",
+        "-d",
+        envvar="LUPUS_DETECTORS",
+        help="Monitor definitions [default: detectors, or the settings file's].",
+    ),
+]
 
 
 topics_app = typer.Typer(help="Kafka topics described in topics/.", no_args_is_help=True)
@@ -65,15 +74,7 @@ def _need_broker(settings: Settings) -> None:
 @app.command()
 def run(
     inputs: Annotated[list[Path] | None, typer.Argument(help="JSON-lines files to read.")] = None,
-    detectors: Annotated[
-        Path | None,
-        typer.Option(
-            "--detectors",
-            "-d",
-            envvar="LUPUS_DETECTORS",
-            help="Monitor definitions [default: detectors, or the settings file's].",
-        ),
-    ] = None,
+    detectors: MonitorsOpt = None,
     data_dir: Annotated[
         Path, typer.Option(envvar="LUPUS_DATA_DIR", help="State and outputs (embedded).")
     ] = Path("lupus-data"),
@@ -333,9 +334,10 @@ async def _publish(settings: Settings, topics: dict[str, str], sources: list[Pat
 
 
 @app.command()
-def check(detectors: DetectorsOpt = Path("detectors")) -> None:
+def check(detectors: MonitorsOpt = None, settings_file: SettingsOpt = None) -> None:
     """Validate the monitor definitions and list them."""
-    catalog = _catalog(detectors)
+    settings = _settings(settings_file)
+    catalog = _catalog(Path(settings.detectors) if detectors is None else detectors)
     for product in catalog.products.values():
         console.print(
             f"[bold]{product.product}[/] (owner {product.owner}, receiver {product.receiver})"

@@ -197,8 +197,10 @@ def test_silences_become_alertmanager_silences_tagged_with_their_id() -> None:
         "createdBy": "lupus-stream",
         "comment": "why (lupus-stream silence s1 of here)",
     }
-    assert to_alertmanager_silence(silence("s2", NOW, NOW + 1, a="!~x"), "here")["matchers"] == [
-        {"name": "a", "value": "x", "isRegex": True, "isEqual": False}
+    negated = silence("s2", NOW, NOW + 1, a="!~x", b="y")
+    assert to_alertmanager_silence(negated, "here")["matchers"] == [
+        {"name": "a", "value": "x", "isRegex": True, "isEqual": False},
+        {"name": "b", "value": "y", "isRegex": False, "isEqual": True},
     ]
 
 

@@ -39,6 +39,10 @@ def seen(events: list[AlertEvent]) -> list[tuple[str, str, float, list[str]]]:
         ({}, "at least one matcher"),
         ({"region": "=~(unclosed"}, "matcher region"),
         ({"bad name": "x"}, "Expected `str` matching regex"),
+        # each matches an alert without the label: together they would mute nearly all
+        ({"region": ""}, "a missing label does not satisfy"),
+        ({"region": "=~.*", "team": "!=ads"}, "a missing label does not satisfy"),
+        ({"region": "!~eu"}, "a missing label does not satisfy"),
     ],
 )
 def test_a_silence_that_cannot_work_is_refused(matchers: dict[str, str], problem: str) -> None:
@@ -66,13 +70,17 @@ def test_muting_follows_matchers_and_the_half_open_span() -> None:
 
 
 def test_a_missing_label_matches_as_the_empty_string_as_in_alertmanager() -> None:
-    silences = [silence("no-region", 0, 9, region=""), silence("any-team", 0, 9, team="!=")]
+    silences = [
+        silence("no-region", 0, 9, alertname="ctr", region=""),
+        silence("any-team", 0, 9, team="!="),
+    ]
     assert muting({"alertname": "ctr"}, at(1), silences) == ("no-region",)
     assert muting({"alertname": "ctr", "team": "ads"}, at(1), silences) == (
         "no-region",
         "any-team",
     )
     assert muting({"alertname": "ctr", "region": "eu"}, at(1), silences) == ()
+    assert muting({"alertname": "latency"}, at(1), silences) == ()
 
 
 def test_transitions_in_a_silence_are_muted_and_a_muted_firing_is_notified_after(
