@@ -23,10 +23,6 @@ How it works, per series:
 3. **Online model** (O(1) per point): `expected = level + daily[phase] + weekly[phase]`.
    The residual updates level, profiles and a robust scale (an exponentially weighted
    mean absolute residual) with Huber-clipped steps, so an outlier moves nothing much.
-   The scale in use never falls below the data's resolution (the smallest change from
-   the previous value at a point scored normal) over sqrt(12), the spread of rounding
-   to it: a count that sits at zero for days does not put its next single event a
-   billion sigmas away, while the break of a series that never moved stays news.
 4. **Three surprises** of the standardised residual `z = residual / scale`:
    the point itself (`|z|`), a short exponentially weighted mean of the clipped `z`
    (a level shift or a broken season: many moderate residuals on one side) and a longer
@@ -105,7 +101,6 @@ DAY = 86400.0
 WEEK = 7 * DAY
 MAD_TO_SIGMA = 1.4826
 MEAN_ABS_TO_SIGMA = 1.2533
-QUANTUM_TO_SIGMA = 1.0 / math.sqrt(12.0)  # the spread of rounding to a step of 1
 HALF_SCORE_LOG10_P = 6.0  # score 0.5 at p = 1e-6
 INTERVAL_SAMPLES = 16
 MAX_HISTORY = 4096  # raw points kept for the period decision (a fortnight of 5-min data)
@@ -204,10 +199,6 @@ class SeasonalState(msgspec.Struct):
     run_ts: list[float] = []
     run_res: list[float] = []
     run_side: int = 0
-    # the data's resolution: the smallest change from the previous value at a normal
-    # point (0: none yet), for the floor of the scale
-    x_last: float = math.nan
-    resolution: float = 0.0
 
 
 class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
@@ -468,8 +459,6 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             len(s.history) // 4,
             s.history_t0,
             0,  # CHECK_AT
-            s.x_last,
-            s.resolution,
         )
         return np.array(
             [
@@ -538,8 +527,6 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
                     0.0, False, value, detail=f"warming up ({len(s.warm)}/{self._warmup})"
                 )
             return self._late(t, value)
-        change = abs(value - s.x_last)
-        s.x_last = value
         n = s.n
         if n <= INTERVAL_SAMPLES:
             self._observe_time(t)
@@ -679,10 +666,6 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             if s.run_side:
                 s.run_ts, s.run_res, s.run_side = [], [], 0
         if not in_run and not anomalous:
-            # a normal point's change teaches the resolution; the jump into an incident
-            # must not (a flat series that breaks would make its break routine)
-            if change > 0.0 and (change < s.resolution or not s.resolution):
-                s.resolution = change
             return Verdict(score, False, value, expected, lower, upper)
         detail = _detail(z, expected, best, raw, bool(day_bins or week_bins))
         if not in_run:
@@ -702,9 +685,6 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             wph = int((t % WEEK) / WEEK * s.week_bins) % s.week_bins
             expected += s.weekly[wph]
         scale = s.scale
-        floor = QUANTUM_TO_SIGMA * s.resolution
-        if scale < floor:
-            scale = floor
         floor = 1e-6 * abs(expected)
         if scale < floor:
             scale = floor
@@ -848,7 +828,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         s.run_ts, s.run_res, s.run_side = [], [], 0
         # a new level is news whatever the open incident: scored by its size in robust
         # sigmas under a normal model, the tails' verdict on single points aside
-        sigma = abs(shift) / max(s.scale, QUANTUM_TO_SIGMA * s.resolution, 1e-9)
+        sigma = abs(shift) / max(s.scale, 1e-9)
         lp = -_log10_normal_tail(sigma) - LOG10_COMPONENTS
         shift_score = lp / (lp + HALF_SCORE_LOG10_P) if lp > 0.0 else 0.0
         return Verdict(
@@ -1111,8 +1091,6 @@ def _from_vector(s: SeasonalState, work: np.ndarray, history: np.ndarray) -> Sea
         "band_down": v[steady.BAND_DOWN],
         "peak": v[steady.PEAK],
         "open_for": int(v[steady.OPEN_FOR]),
-        "x_last": v[steady.X_LAST],
-        "resolution": v[steady.RESOLUTION],
         "rate": v[tails[0] : tails[1]],
         "excess": v[tails[1] : tails[2]],
         "exceeded": v[tails[2] : tails[2] + steady.TAILS],

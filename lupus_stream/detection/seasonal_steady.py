@@ -31,9 +31,7 @@ BAND_UP, BAND_DOWN, PEAK, OPEN_FOR, RUN_SIDE = range(9, 14)
 # the period decision's history (while undecided): interval, cells, first cell's time,
 # and the cell count at which the reference must decide something
 INTERVAL, HISTORY_CELLS, HISTORY_T0, CHECK_AT = range(14, 18)
-# the data's resolution (the smallest change between consecutive values) and the last value
-X_LAST, RESOLUTION = range(18, 20)
-SCALARS = 20
+SCALARS = 18
 # tails: the point and shift surprises have one per side, the spread one (more variance)
 POINT_UP, POINT_DOWN, SHIFT_UP, SHIFT_DOWN, SPREAD_UP = range(5)
 TAILS = 5
@@ -71,7 +69,6 @@ HISTORY_CAPACITY = 2 * MAX_HISTORY + 1  # a full history, a capped gap and one v
 DAY = 86400.0
 WEEK = 7 * DAY
 MEAN_ABS_TO_SIGMA = 1.2533
-QUANTUM_TO_SIGMA = 1.0 / math.sqrt(12.0)
 HALF_SCORE_LOG10_P = 6.0
 TAIL_START = 2.0
 TAIL_PRIOR_POINTS = 200.0
@@ -148,8 +145,6 @@ def run(
     cells = int(dst[HISTORY_CELLS])
     t0 = dst[HISTORY_T0]
     check_at = int(dst[CHECK_AT])
-    x_last = dst[X_LAST]
-    resolution = dst[RESOLUTION]
     seasonal = 1.0 if day_bins or week_bins else 0.0
     n_points: int = ts.shape[0]
     stop = n_points
@@ -189,8 +184,6 @@ def run(
                 history[:MAX_HISTORY] = history[drop:cells].copy()
                 t0 += drop * interval
                 cells = MAX_HISTORY
-        change = abs(value - x_last)
-        x_last = value
         t_last = t
         n += 1.0
         slot = 2 * (int(n) % DELAY_SLOTS)
@@ -220,9 +213,6 @@ def run(
             expected += weekly[wph]
         residual = value - expected
         scale = state_scale
-        floor = QUANTUM_TO_SIGMA * resolution
-        if scale < floor:
-            scale = floor
         floor = 1e-6 * abs(expected)
         if scale < floor:
             scale = floor
@@ -357,13 +347,9 @@ def run(
             break
         state_scale = state_scale + scale_rate * (MEAN_ABS_TO_SIGMA * abs(step) - state_scale)
         run_side = 0.0
-        if not alarm and change > 0.0 and (change < resolution or resolution == 0.0):
-            resolution = change
         out[i, STATUS] = ANOMALOUS if alarm else NORMAL
     dst[N] = n
     dst[T_LAST] = t_last
-    dst[X_LAST] = x_last
-    dst[RESOLUTION] = resolution
     dst[LEVEL] = level
     dst[SCALE] = state_scale
     dst[SHIFT] = shift

