@@ -336,8 +336,9 @@ async def _publish(settings: Settings, topics: dict[str, str], sources: list[Pat
 @app.command()
 def check(detectors: MonitorsOpt = None, settings_file: SettingsOpt = None) -> None:
     """Validate the monitor definitions and list them."""
-    settings = _settings(settings_file)
-    catalog = _catalog(Path(settings.detectors) if detectors is None else detectors)
+    if detectors is None:
+        detectors = Path(_settings(settings_file).detectors)
+    catalog = _catalog(detectors)
     for product in catalog.products.values():
         console.print(
             f"[bold]{product.product}[/] (owner {product.owner}, receiver {product.receiver})"

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from lupus_stream.alerting import AlertProcessor, SqliteAlertStore
-from lupus_stream.alerting.silences import Silence, muting, new_silence
+from lupus_stream.alerting.silences import Silence, decode_silences, muting, new_silence
 from lupus_stream.contracts.records import AlertEvent
 from tests.alerting.test_alert_store_pipeline import T0, make_anomaly, make_monitor
 
@@ -67,6 +67,12 @@ def test_muting_follows_matchers_and_the_half_open_span() -> None:
     assert muting(labels, at(3), silences) == ("not-us",)
     assert muting(labels, at(4), silences) == ()
     assert muting({"region": "us", "alertname": "ctr"}, at(2.5), silences) == ()
+
+
+def test_a_silence_stored_before_the_missing_label_rule_still_reads_and_mutes() -> None:
+    raw = msgspec.json.encode(silence("old", 0, 9, team="!=ads"))
+    [old] = decode_silences([("old", raw)])
+    assert muting({"alertname": "ctr"}, at(1), [old]) == ("old",)
 
 
 def test_a_missing_label_matches_as_the_empty_string_as_in_alertmanager() -> None:
