@@ -24,7 +24,7 @@ from msgspec.structs import replace
 from lupus_stream.alerting.lifecycle import AlertState, firing_event, on_tick
 from lupus_stream.contracts.names import NAME_PATTERN_WHOLE, NAME_RULE
 from lupus_stream.contracts.records import EARLIEST, LATEST, AlertEvent
-from lupus_stream.monitors.matchers import compile_matcher, compile_matchers
+from lupus_stream.monitors.matchers import compile_matcher, compile_matchers, split_matcher
 from lupus_stream.monitors.spec import AlertPolicy
 
 _NAME = re.compile(NAME_PATTERN_WHOLE)
@@ -80,8 +80,9 @@ def new_silence(
 ) -> Silence:
     """A silence with a fresh id; ValueError when its matchers or times are not valid.
 
-    One matcher must be one that a missing label does not satisfy, as Alertmanager
-    requires (its mirror would be refused). Checked here, when a silence is made, not
+    Alertmanager's rule, so that the mirror is not refused: unless a matcher is negated
+    (`!=`, `!~`), one must be unsatisfied by a missing label (`region=""` or `=~.*` alone
+    would mute every alert without a region). Checked here, when a silence is made, not
     when one is read: a silence stored before the rule still reads, mutes, lists and
     expires."""
     for name in matchers:
@@ -101,7 +102,10 @@ def new_silence(
         )
     except msgspec.ValidationError as exc:
         raise ValueError(str(exc)) from None
-    if all(compile_matcher(spec)(None) for spec in silence.matchers.values()):
+    if all(
+        split_matcher(spec)[0] in ("=", "=~") and compile_matcher(spec)(None)
+        for spec in silence.matchers.values()
+    ):
         raise ValueError(
             "a silence needs a matcher that a missing label does not satisfy "
             "(these would mute every alert without those labels)"
