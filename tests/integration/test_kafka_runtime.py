@@ -91,14 +91,20 @@ def test_malformed_messages_go_to_the_deadletter_topic_with_reasons(ns: Namespac
             (
                 b"shop/orders",
                 b'[{"type": "metric", "product": "nope", "name": "orders", '
-                b'"ts": "2026-03-02T01:00:00Z", "value": 1}]',
+                b'"ts": "2026-03-02T01:00:00Z", "value": 1}, {"type": "metric", '
+                b'"product": "shop", "name": "orders", "ts": "2026-03-02T01:00:00Z", "value": 1}]',
             ),
             (b"shop/orders", b"\xff\xfe"),
         ]
         run(produce(ns, "lupus.metrics", good + bad))
         dead = run(read_until(ns, "lupus.deadletter", lambda rs: len(rs) >= 4))
+        with urllib.request.urlopen(worker.metrics_url(), timeout=10) as response:
+            exposition = response.read().decode()
     finally:
         assert worker.terminate() == 0, worker.log()
+    topic = ns.topic("lupus.metrics")
+    assert f'lupus_records_in_total{{topic="{topic}"}} 5.0' in exposition  # messages
+    assert f'lupus_input_records_total{{topic="{topic}"}} 6.0' in exposition  # good and bad
     reasons = [d["reason"] for d in dead]
     assert len(reasons) == 4
     assert any("malformed JSON" in r for r in reasons)

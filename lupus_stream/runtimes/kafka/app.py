@@ -154,6 +154,7 @@ class KafkaRuntime:
             snapshot_every=self.settings.worker.snapshot_every,
             snapshot_interval=self.settings.worker.snapshot_interval,
             on_anomaly=lambda a: metrics.ANOMALIES.labels(kind=a.kind).inc(),
+            on_records=lambda topic, n: metrics.INPUT_RECORDS.labels(topic=topic).inc(n),
         )
 
     def _wire(self) -> None:

@@ -106,6 +106,7 @@ class DetectStage:
         snapshot_every: int = 1000,
         snapshot_interval: float = 5.0,
         on_anomaly: Callable[[Anomaly], None] | None = None,
+        on_records: Callable[[str, int], None] | None = None,
     ) -> None:
         self.catalog = catalog
         self.snapshots = snapshots
@@ -115,6 +116,7 @@ class DetectStage:
         self.snapshot_every = snapshot_every
         self.snapshot_interval = snapshot_interval
         self.on_anomaly = on_anomaly
+        self.on_records = on_records  # (topic, records a message carried, good and bad)
         self.partitions: dict[int, PartitionState] = {}
         self.counts = StageCounts()
         self._lock = asyncio.Lock()
@@ -176,6 +178,8 @@ class DetectStage:
             known_products=self._products,
             now=datetime.now(UTC),  # a worker runs on wall-clock time
         )
+        if self.on_records is not None:
+            self.on_records(message.topic, len(decoded.records) + len(decoded.errors))
         for error in decoded.errors:
             await self._deadletter(
                 message, error.describe(), error.raw, error.index, error.field, error.rule

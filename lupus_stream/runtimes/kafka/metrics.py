@@ -16,6 +16,12 @@ RECORDS_IN = Counter(
 RECORDS_OUT = Counter(
     "lupus_records_out_total", "Messages produced, by topic", ["topic"], registry=REGISTRY
 )
+INPUT_RECORDS = Counter(
+    "lupus_input_records_total",
+    "Records read from input messages (one message may carry a batch), good and bad, by topic",
+    ["topic"],
+    registry=REGISTRY,
+)
 DEADLETTERED = Counter(
     "lupus_deadlettered_total", "Records sent to the dead-letter topic", registry=REGISTRY
 )
