@@ -4,6 +4,7 @@ scripts/test-services installs the binaries; a test fails, never skips, without 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -12,7 +13,9 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 from tests.integration.kafka_harness import HINT, stop
 
@@ -82,3 +85,14 @@ class LoopbackServer:
             return stop(self.proc, signal.SIGTERM, timeout)
         finally:
             self._log.close()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Self]:
+        """Ready for the block, then stopped; a server that does not exit 0 on SIGTERM
+        fails the test."""
+        try:
+            self.wait_ready()
+            yield self
+        finally:
+            code = self.terminate()
+            assert code == 0, f"{self.name} exited {code} on SIGTERM:\n{self.log()}"

@@ -115,13 +115,8 @@ def webhook() -> Iterator[Webhook]:
 
 @pytest.fixture()
 def alertmanager(tmp_path: Path, webhook: Webhook) -> Iterator[Alertmanager]:
-    server = Alertmanager(tmp_path, webhook.url)
-    try:
-        server.wait_ready()
+    with Alertmanager(tmp_path, webhook.url).running() as server:
         yield server
-    finally:
-        code = server.terminate()
-        assert code == 0, f"alertmanager exited {code} on SIGTERM:\n{server.log()}"
 
 
 def embedded_env() -> dict[str, str]:

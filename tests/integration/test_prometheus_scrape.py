@@ -90,13 +90,8 @@ def worker(ns: Namespace) -> Iterator[Worker]:
 def prometheus(tmp_path: Path, worker: Worker) -> Iterator[Prometheus]:
     target = urllib.parse.urlsplit(worker.metrics_url())
     assert target.path == "/metrics" and target.port, worker.metrics_url()
-    server = Prometheus(tmp_path, target.netloc)
-    try:
-        server.wait_ready()
+    with Prometheus(tmp_path, target.netloc).running() as server:
         yield server
-    finally:
-        code = server.terminate()
-        assert code == 0, f"prometheus exited {code} on SIGTERM:\n{server.log()}"
 
 
 def test_prometheus_scrapes_the_worker_records_in_counter(

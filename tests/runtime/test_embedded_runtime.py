@@ -13,23 +13,18 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.catalogs import PAGED_WITH_SUMMARY
+from tests.catalogs import PAGED_WITH_SUMMARY, order_point
 
 CATALOG = PAGED_WITH_SUMMARY
-START = datetime(2026, 3, 2, tzinfo=UTC)
 
 
 def metric(hour: int, value: float, product: str = "shop") -> str:
-    ts = (START + timedelta(hours=hour)).isoformat()
-    return json.dumps(
-        {"type": "metric", "product": product, "name": "orders", "ts": ts, "value": value}
-    )
+    return json.dumps(order_point(hour, value, product))
 
 
 @pytest.fixture()

@@ -5,7 +5,6 @@ alert."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,7 @@ import msgspec
 from lupus_stream.contracts import MetricPoint
 from lupus_stream.monitors import Catalog, load_catalog
 from lupus_stream.runtimes.pipeline import Pipeline
-
-START = datetime(2026, 3, 2, tzinfo=UTC)
+from tests.catalogs import order_point
 
 
 def catalog(tmp_path: Path, signal: str) -> Catalog:
@@ -29,15 +27,7 @@ def catalog(tmp_path: Path, signal: str) -> Catalog:
 
 
 def metric(hour: int, value: float, host: str) -> dict[str, Any]:
-    ts = (START + timedelta(hours=hour)).isoformat()
-    return {
-        "type": "metric",
-        "product": "shop",
-        "name": "orders",
-        "ts": ts,
-        "value": value,
-        "labels": {"host": host},
-    }
+    return order_point(hour, value, host=host)
 
 
 def jsonl(path: Path) -> list[dict[str, Any]]:

@@ -8,14 +8,12 @@ import os
 import re
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.catalogs import SHOP_ORDERS
+from tests.catalogs import SHOP_ORDERS, order_point
 
 CATALOG = SHOP_ORDERS
-START = datetime(2026, 3, 2, tzinfo=UTC)
 
 
 def lupus(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -31,17 +29,7 @@ def lupus(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def metric(hour: int, value: float, region: str) -> str:
-    ts = (START + timedelta(hours=hour)).isoformat()
-    return json.dumps(
-        {
-            "type": "metric",
-            "product": "shop",
-            "name": "orders",
-            "ts": ts,
-            "value": value,
-            "labels": {"region": region},
-        }
-    )
+    return json.dumps(order_point(hour, value, region=region))
 
 
 def alerts(path: Path) -> list[dict[str, Any]]:
