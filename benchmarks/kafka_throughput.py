@@ -17,13 +17,18 @@ removed at the end):
    `decode_message` on every message, nothing else; `--bare-passes` times (a fresh group
    each), half of them before the pipeline and half after it, so that the machine
    speeding up or slowing down during the run moves both sides; the median is used;
-4. pipeline: a real `lupus-stream worker` process (decode -> engine -> anomalies topic ->
+4. Faust, decode only: `faust_decode_only.py`, a Faust worker process with one agent
+   that runs `decode_message` on each message and nothing else (the worker's consumer
+   settings, its own group), reads them once, after the first bare passes: the most a
+   pipeline of Faust agents can reach, whatever it does after decoding;
+5. pipeline: a real `lupus-stream worker` process (decode -> engine -> anomalies topic ->
    alert stage with Redis -> alerts topic) consumes the same messages.
 
 Measurement (the same window for both): from the first record consumed to the moment
 every record was processed.
 
 * bare: the first non-empty fetch to the last message decoded;
+* Faust, decode only: its first message to its last decoded (timed in that process);
 * pipeline: the first scrape of the worker's Prometheus metrics showing
   `lupus_records_in_total` > 0 on the input topic, to the first scrape where the detect
   stage finished every message (`lupus_processing_seconds_count{stage="detect"}`) *and*
@@ -328,6 +333,23 @@ async def bare(
     if errors:
         raise RuntimeError(f"bare consumer: {errors} decode errors")
     return records, elapsed
+
+
+def faust_decode_only(ns: Namespace, topic: str, messages: int) -> tuple[int, float]:
+    """benchmarks/faust_decode_only.py in a process of its own, as the worker runs:
+    (records, seconds from its first message to its last)."""
+    script = Path(__file__).with_name("faust_decode_only.py")
+    done = subprocess.run(
+        [sys.executable, str(script), topic, str(messages), f"{ns.app_id}-faust"],
+        env=ns.env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"faust_decode_only.py exited {done.returncode}:\n{done.stderr}")
+    records, seconds = done.stdout.split()[-2:]
+    return int(records), float(seconds)
 
 
 # -- pipeline ----------------------------------------------------------------------------
@@ -694,6 +716,9 @@ async def run(args: argparse.Namespace, ns: Namespace) -> int:
         for _ in range(before):
             passes.append(await bare_pass())
 
+        faust_n, faust_s = await asyncio.to_thread(faust_decode_only, ns, topic, len(messages))
+        assert faust_n == len(records), (faust_n, len(records))
+
         if args.profile is not None or args.in_process:
             times = await pipeline_inprocess(
                 ns, topic, anomaly_topic, len(messages), verdicts, ends, args.profile
@@ -742,6 +767,12 @@ async def run(args: argparse.Namespace, ns: Namespace) -> int:
             )
         if args.profile is not None:
             print_profile(args.profile, args.profile_top)
+        faust_rate = len(records) / faust_s
+        print(
+            f"faust, decode only (benchmarks/faust_decode_only.py, one pass before the "
+            f"pipeline): {faust_rate:,.0f} records/s, {faust_rate / bare_rate:.3f} of the bare "
+            "consumer: what a pipeline of Faust agents reaches that detects nothing"
+        )
         print(f"bare:     {bare_rate:12,.0f} records/s")
         print(f"pipeline: {pipe_rate:12,.0f} records/s")
         print(f"ratio={pipe_rate / bare_rate:.3f}")
