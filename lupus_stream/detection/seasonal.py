@@ -43,7 +43,8 @@ How it works, per series:
    point and the shift surprises have a tail per side (above and below the model; `p`
    is the side's, doubled): metrics are rarely symmetric, and a series whose spikes go
    up has not shown that a drop is routine. The expected band is where a point alone
-   would alarm on each side, so it may reach further above than below. A point
+   would alarm on each side under its tail, so it may reach further above than below
+   (a point beyond it may still be routine by the recurrence cap below). A point
    exceedance counts toward its tail's rate at once but teaches its size only
    `DELAY_SLOTS` points later, so the points right after an outlier, the rest of one
    incident, are not scored against a tail it has just made heavier.
