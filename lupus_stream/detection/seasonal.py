@@ -43,18 +43,10 @@ How it works, per series:
    point and the shift surprises have a tail per side (above and below the model; `p`
    is the side's, doubled): metrics are rarely symmetric, and a series whose spikes go
    up has not shown that a drop is routine. The expected band is where a point alone
-   would alarm on each side under its tail, so it may reach further above than below
-   (a point beyond it may still be routine by the recurrence cap below). A point
+   would alarm on each side, so it may reach further above than below. A point
    exceedance counts toward its tail's rate at once but teaches its size only
    `DELAY_SLOTS` points later, so the points right after an outlier, the rest of one
    incident, are not scored against a tail it has just made heavier.
-   Where the series has shown excursions as large before, the exponential tail does not
-   get the last word: the detector counts excursions per side by size (bins of |z|, a
-   factor of 1.21 wide, faded as the tails are), and once `RECUR_MIN` (4) as large (to
-   within a bin) or larger are in that memory, their frequency caps the point's
-   surprise. A series that
-   spikes to 30 sigma every other day is not surprised by the next such spike however
-   thin its tail says 30 sigma is; the first spike of a new size still is.
 6. **Score.** `L = log10(1/p)` of the smallest of the three tail probabilities, times
    three (Bonferroni), and `score = L / (L + 6)`: monotone in `p`, so one threshold
    means the same on every series (0.5 is `p = 1e-6`). A point is anomalous when its
@@ -124,7 +116,6 @@ ENVELOPE_BINS = 288  # daily envelope of excursions: 5-minute phases at the fine
 ENVELOPE_JITTER = 900.0  # seconds: an excursion counts for this far around its time of day
 ENVELOPE_DECAY = 0.8  # per day: the envelope remembers an excursion for a few days
 ENVELOPE_MIN = SURPRISE_CLIP  # only an envelope beyond this |z| makes an excursion routine
-RECUR_BINS, RECUR_MIN = steady.RECUR_BINS, steady.RECUR_MIN
 COMPONENTS = 3
 NOTE_FRACTION = 1.0 / 3.0  # a surprise this fraction of the alarm level opens an incident
 ESCALATION = 1.5  # inside an incident, log10(1/p) must grow by this factor to alert again
@@ -199,13 +190,6 @@ class SeasonalState(msgspec.Struct):
     # point exceedances whose size the tails learn later: (tail or -1, size) per slot,
     # the slot of point n being n % DELAY_SLOTS
     pending: list[float] = []
-    # how often excursions of each size came, per side (bins of |z|, RECUR_PER_DECADE a
-    # decade) and of all points, faded as the tails are; stored in units of
-    # `recur_unit`, which grows each point instead of every count shrinking
-    recur_up: list[float] = []
-    recur_down: list[float] = []
-    recur_total: float = 0.0
-    recur_unit: float = 1.0
     # the open incident: its worst log10(1/p) and points left before it closes
     peak: float = 0.0
     # |z| at which a point alone alarms, above and below the model (the expected band)
@@ -296,8 +280,6 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             s.shift_ms = p.shift_rate / (2.0 - p.shift_rate)  # of normal z
             s.spread_var = 2.0 * p.spread_rate / (2.0 - p.spread_rate)  # of normal z^2
             s.band_up, s.band_down = self._band(steady.POINT_UP), self._band(steady.POINT_DOWN)
-        if not s.recur_up:  # new, or saved before excursions were counted
-            s.recur_up, s.recur_down = [0.0] * RECUR_BINS, [0.0] * RECUR_BINS
 
     @property
     def periods(self) -> str | None:
@@ -477,8 +459,6 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             len(s.history) // 4,
             s.history_t0,
             0,  # CHECK_AT
-            s.recur_unit,
-            s.recur_total,
         )
         return np.array(
             [
@@ -487,8 +467,6 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
                 *s.excess,
                 *s.exceeded,
                 *s.pending,
-                *s.recur_up,
-                *s.recur_down,
                 *s.daily,
                 *s.weekly,
                 *s.env_up,
@@ -612,7 +590,6 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             excess = s.excess
             if a0 > TAIL_START:
                 raw = (a0 - TAIL_START) / (excess[k0] * LN10) - _log10(2.0 * rate[k0])
-                raw = self._recurring(k0, a0, raw)
                 best = 0
             if a1 > TAIL_START:
                 q = (a1 - TAIL_START) / (excess[k1] * LN10) - _log10(2.0 * rate[k1])
@@ -661,7 +638,6 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         w = 1.0 / (n + TAIL_PRIOR_POINTS)
         if w < r:
             w = r
-        self._count_excursion(w, k0, a0)
         if exceeded:
             self._learn_tails(w, (k0, a0), (k1, a1), (steady.SPREAD_UP, a2))
             if a0 > TAIL_START:  # its size: once the points right after it are scored
@@ -727,7 +703,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         if a > TAIL_START:
             k = steady.POINT_UP if z > 0.0 else steady.POINT_DOWN
             lp = (a - TAIL_START) / (excess[k] * LN10) - math.log10(2.0 * rate[k])
-            lp = self._recurring(k, a, lp) - LOG10_COMPONENTS
+            lp -= LOG10_COMPONENTS
         if s.open_for > 0 and lp < ESCALATION * s.peak:
             lp = 0.0
         score = lp / (lp + HALF_SCORE_LOG10_P) if lp > 0.0 else 0.0
@@ -777,41 +753,6 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         self._env_reach = round(ENVELOPE_JITTER / width)
         # each visit fades its phase by the share of a day's decay it stands for
         self._env_keep = ENVELOPE_DECAY ** (min(self._state.interval, width) / width)
-
-    def _recurring(self, tail: int, a: float, lp: float) -> float:
-        """A point surprise `a` on a side, `lp = log10(1/p)` under its tail, capped by how
-        often this series has shown excursions as large (same bin of |z| or larger): once
-        `RECUR_MIN` of them are in its faded memory, their frequency is the estimate, and
-        the exponential tail only speaks beyond what the series has shown. A spike the
-        size of the ones that come every few days is routine, the first of a new size is
-        not."""
-        s = self.state
-        counts = s.recur_up if tail == steady.POINT_UP else s.recur_down
-        seen = 0.0
-        for j in range(_recur_bin(a), RECUR_BINS):
-            seen += counts[j]
-        unit = s.recur_unit
-        if seen < RECUR_MIN * unit:
-            return lp
-        share = seen / (s.recur_total + unit)  # of the points seen, this one included
-        cap = -_log10(2.0 * share) if share < 0.5 else 0.0
-        return cap if cap < lp else lp
-
-    def _count_excursion(self, w: float, tail: int, a: float) -> None:
-        """Count this point (and its excursion, beyond `TAIL_START`), the older ones
-        fading by `1 - w` as the tails' rates do."""
-        s = self.state
-        unit = s.recur_unit / (1.0 - w)
-        s.recur_total += unit
-        if a > TAIL_START:
-            counts = s.recur_up if tail == steady.POINT_UP else s.recur_down
-            counts[_recur_bin(a)] += unit
-        if unit > steady.RECUR_RESCALE:  # back to units of one before floats overflow
-            s.recur_up = [c / unit for c in s.recur_up]
-            s.recur_down = [c / unit for c in s.recur_down]
-            s.recur_total /= unit
-            unit = 1.0
-        s.recur_unit = unit
 
     def _learn_tails(
         self,
@@ -1093,12 +1034,6 @@ def _detail(z: float, expected: float, best: int, raw: float, seasonal: bool) ->
     return detail if seasonal else detail + " (no season)"
 
 
-def _recur_bin(a: float) -> int:
-    """The bin of an excursion |z| = `a` > TAIL_START among the recurrence counts."""
-    j = int(steady.RECUR_PER_DECADE * _log10(a / TAIL_START))
-    return j if j < RECUR_BINS else RECUR_BINS - 1
-
-
 def _run_together(
     detectors: Sequence[SeasonalDetector],
     bounds: list[int],
@@ -1140,8 +1075,7 @@ def _from_vector(s: SeasonalState, work: np.ndarray, history: np.ndarray) -> Sea
     `history`."""
     v = work.tolist()
     tails = steady.SCALARS, steady.SCALARS + steady.TAILS, steady.SCALARS + 2 * steady.TAILS
-    recur = steady.SCALARS + 3 * steady.TAILS + 2 * steady.DELAY_SLOTS
-    at = recur + 2 * RECUR_BINS
+    at = steady.SCALARS + 3 * steady.TAILS + 2 * steady.DELAY_SLOTS
     day, week, env = s.day_bins, s.week_bins, len(s.env_up)
     fields: dict[str, Any] = {
         "n": int(v[steady.N]),
@@ -1160,11 +1094,7 @@ def _from_vector(s: SeasonalState, work: np.ndarray, history: np.ndarray) -> Sea
         "rate": v[tails[0] : tails[1]],
         "excess": v[tails[1] : tails[2]],
         "exceeded": v[tails[2] : tails[2] + steady.TAILS],
-        "pending": v[tails[2] + steady.TAILS : recur],
-        "recur_up": v[recur : recur + RECUR_BINS],
-        "recur_down": v[recur + RECUR_BINS : at],
-        "recur_unit": v[steady.RECUR_UNIT],
-        "recur_total": v[steady.RECUR_TOTAL],
+        "pending": v[tails[2] + steady.TAILS : at],
         "daily": v[at : at + day],
         "weekly": v[at + day : at + day + week],
         "env_up": v[at + day + week : at + day + week + env],

@@ -13,8 +13,7 @@ verdict and the final state.
 Layouts shared with the caller: a series' state is one float64 vector, its scalars
 (indices below), then the tails (rate, excess, exceeded of each tail below), the point
 exceedances waiting to teach their size (`DELAY_SLOTS` pairs of tail or -1 and size), the
-recurrence counts above and below (`RECUR_BINS` each), the daily and weekly profiles and
-the two halves of the daily envelope; `consts` holds the
+daily and weekly profiles and the two halves of the daily envelope; `consts` holds the
 detector's derived constants and `out` one row per point (columns below).
 """
 
@@ -32,24 +31,13 @@ BAND_UP, BAND_DOWN, PEAK, OPEN_FOR, RUN_SIDE = range(9, 14)
 # the period decision's history (while undecided): interval, cells, first cell's time,
 # and the cell count at which the reference must decide something
 INTERVAL, HISTORY_CELLS, HISTORY_T0, CHECK_AT = range(14, 18)
-# the recurrence counts' unit and their total over all points (see below)
-RECUR_UNIT, RECUR_TOTAL = range(18, 20)
-SCALARS = 20
+SCALARS = 18
 # tails: the point and shift surprises have one per side, the spread one (more variance)
 POINT_UP, POINT_DOWN, SHIFT_UP, SHIFT_DOWN, SPREAD_UP = range(5)
 TAILS = 5
 # a point exceedance's size reaches its tail when the point DELAY_SLOTS after it comes,
 # so the points right after an outlier (the rest of an incident) are scored without it
 DELAY_SLOTS = 3
-# how often excursions of each size came, per side: RECUR_BINS counts of |z| beyond
-# TAIL_START, RECUR_PER_DECADE bins a factor of ten (the last takes all larger ones);
-# from RECUR_MIN on, their frequency caps a point's surprise. The counts fade as the
-# tails do, kept in units that grow each point (RECUR_UNIT), brought back to one past
-# RECUR_RESCALE.
-RECUR_PER_DECADE = 12
-RECUR_BINS = 36
-RECUR_MIN = 4
-RECUR_RESCALE = 1e100
 # consts
 (
     SHIFT_RATE,
@@ -119,9 +107,6 @@ def run(
     at = SCALARS + 3 * TAILS
     pending = dst[at : at + 2 * DELAY_SLOTS]
     at += 2 * DELAY_SLOTS
-    recur_up = dst[at : at + RECUR_BINS]
-    recur_down = dst[at + RECUR_BINS : at + 2 * RECUR_BINS]
-    at += 2 * RECUR_BINS
     daily = dst[at : at + day_bins]
     weekly = dst[at + day_bins : at + day_bins + week_bins]
     at += day_bins + week_bins
@@ -160,8 +145,6 @@ def run(
     cells = int(dst[HISTORY_CELLS])
     t0 = dst[HISTORY_T0]
     check_at = int(dst[CHECK_AT])
-    recur_unit = dst[RECUR_UNIT]
-    recur_total = dst[RECUR_TOTAL]
     seasonal = 1.0 if day_bins or week_bins else 0.0
     n_points: int = ts.shape[0]
     stop = n_points
@@ -271,15 +254,6 @@ def run(
         if exceeded_any:
             if a0 > TAIL_START:
                 raw = (a0 - TAIL_START) / (excess[k0] * LN10) - math.log10(2.0 * rate[k0])
-                counts = recur_up if k0 == POINT_UP else recur_down
-                seen = 0.0
-                for j in range(_recur_bin(a0), RECUR_BINS):
-                    seen += counts[j]
-                if seen >= RECUR_MIN * recur_unit:
-                    share = seen / (recur_total + recur_unit)
-                    cap = -math.log10(2.0 * share) if share < 0.5 else 0.0
-                    if cap < raw:
-                        raw = cap
                 best = 0
             if a1 > TAIL_START:
                 q = (a1 - TAIL_START) / (excess[k1] * LN10) - math.log10(2.0 * rate[k1])
@@ -321,17 +295,6 @@ def run(
         w = 1.0 / (n + TAIL_PRIOR_POINTS)
         if w < r:
             w = r
-        recur_unit = recur_unit / (1.0 - w)
-        recur_total += recur_unit
-        if a0 > TAIL_START:
-            counts = recur_up if k0 == POINT_UP else recur_down
-            counts[_recur_bin(a0)] += recur_unit
-        if recur_unit > RECUR_RESCALE:
-            for j in range(RECUR_BINS):
-                recur_up[j] = recur_up[j] / recur_unit
-                recur_down[j] = recur_down[j] / recur_unit
-            recur_total /= recur_unit
-            recur_unit = 1.0
         if exceeded_any:
             for c in range(TAILS):
                 ac = a0 if c == k0 else a1 if c == k1 else a2 if c == SPREAD_UP else 0.0
@@ -401,8 +364,6 @@ def run(
     dst[RUN_SIDE] = run_side
     dst[HISTORY_CELLS] = cells
     dst[HISTORY_T0] = t0
-    dst[RECUR_UNIT] = recur_unit
-    dst[RECUR_TOTAL] = recur_total
     return stop
 
 
@@ -444,13 +405,6 @@ def run_many(
 
 
 @njit(cache=True, nogil=True)
-def _recur_bin(a: float) -> int:  # pragma: no cover - compiled
-    """The recurrence bin of an excursion |z| = `a` > TAIL_START."""
-    j = int(RECUR_PER_DECADE * math.log10(a / TAIL_START))
-    return j if j < RECUR_BINS else RECUR_BINS - 1
-
-
-@njit(cache=True, nogil=True)
 def _round_half_even(x: float) -> int:  # pragma: no cover - compiled
     """Python's `round(x)` for a finite non-negative float."""
     whole = float(math.floor(x))
@@ -462,7 +416,7 @@ def _round_half_even(x: float) -> int:  # pragma: no cover - compiled
 
 def warm() -> None:
     """Compile (or load the cached compilation) now rather than on the first batch."""
-    state = np.zeros(SCALARS + 3 * TAILS + 2 * DELAY_SLOTS + 2 * RECUR_BINS)
+    state = np.zeros(SCALARS + 9)
     run(
         np.zeros(1),
         np.full(1, math.nan),

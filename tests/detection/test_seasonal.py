@@ -11,7 +11,7 @@ import pytest
 from lupus_stream.detection import registry
 from lupus_stream.detection.base import StateError, Verdict
 from lupus_stream.detection.registry import DetectorConfigError
-from lupus_stream.detection.seasonal import SeasonalDetector, SeasonalParams, SeasonalState
+from lupus_stream.detection.seasonal import SeasonalDetector, SeasonalParams
 from tests.detection.synthetic import daily_with_weekly_cycle, hourly_daily_weekly
 
 HOUR, DAY, WEEK = 3600.0, 86400.0, 7 * 86400.0
@@ -295,57 +295,3 @@ def test_a_huge_spike_does_not_hide_a_later_level_shift() -> None:
     assert [v.changepoint_at for v in shifts] == [ts[150]]
     assert shifts[0].anomalous and shifts[0].score >= 0.5
     assert not any(v is not None and v.anomalous for v in verdicts[160:])
-
-
-def _warmed(points: int = 400) -> SeasonalDetector:
-    ts, xs = hourly_daily_weekly(points, seed=21)
-    d = SeasonalDetector()
-    d.update_many(ts, xs)
-    return d
-
-
-def test_a_point_surprise_is_capped_by_how_often_excursions_as_large_came() -> None:
-    d = _warmed()
-    s = d.state
-    n = len(s.recur_up)
-    s.recur_up, s.recur_down = [0.0] * n, [0.0] * n
-    s.recur_unit, s.recur_total = 2.0, 2000.0  # counts in units of 2: 1000 points seen
-    bin_of_10 = int(12 * math.log10(10.0 / 2.0))
-    s.recur_up[bin_of_10] = 1 * 2.0  # one excursion of about |z| = 10 above the model
-    s.recur_up[bin_of_10 + 1] = 4 * 2.0  # four a little larger (|z| = 11.5 is in their bin)
-    assert d._recurring(0, 10.0, 8.0) == pytest.approx(-math.log10(2.0 * 5.0 / 1001.0))
-    assert d._recurring(0, 11.5, 8.0) == pytest.approx(-math.log10(2.0 * 4.0 / 1001.0))
-    assert d._recurring(0, 10.0, 1.0) == 1.0  # the tail's estimate when it is lower
-    assert d._recurring(0, 40.0, 8.0) == 8.0  # none as large: the tail speaks
-    assert d._recurring(1, 10.0, 8.0) == 8.0  # below the model nothing recurred
-    s.recur_up[bin_of_10 + 1] = 2 * 2.0  # three as large in all: not yet a frequency
-    assert d._recurring(0, 10.0, 8.0) == 8.0
-
-
-def test_a_spike_the_size_of_recurring_ones_is_routine_and_a_first_one_is_news() -> None:
-    ts, xs = hourly_daily_weekly(24 * 7 * 3, seed=23)
-    first = SeasonalDetector()
-    first.update_many(ts[:-1], xs[:-1])
-    seasoned = SeasonalDetector.from_bytes(first.to_bytes())
-    s = seasoned.state
-    _, _, expected, scale = seasoned._model_at(ts[-1])
-    spike = expected + 40.0 * scale
-    # five excursions of that size or larger above the model in about 1000 points
-    s.recur_up[int(12 * math.log10(40.0 / 2.0))] += 5 * s.recur_unit
-    news, routine = first.update(ts[-1], spike), seasoned.update(ts[-1], spike)
-    assert news is not None and news.anomalous and news.score > 0.5
-    assert routine is not None and not routine.anomalous and routine.score < news.score
-    assert routine.score > 0.0  # still an excursion, now at its frequency
-
-
-def test_a_state_saved_before_recurrence_counts_restores_and_counts_from_there() -> None:
-    d = _warmed()
-    saved = msgspec.to_builtins(d.state)
-    for key in ("recur_up", "recur_down", "recur_total", "recur_unit"):
-        del saved[key]
-    old = SeasonalDetector(d.params, msgspec.convert(saved, SeasonalState))
-    assert old.state.recur_up == [0.0] * len(d.state.recur_up)
-    assert old.state.recur_unit == 1.0 and old.state.recur_total == 0.0
-    ts, xs = hourly_daily_weekly(500, seed=21)
-    old.update_many(ts[400:], xs[400:])
-    assert old.state.recur_total > 0.0

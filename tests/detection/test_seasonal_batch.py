@@ -13,7 +13,6 @@ import msgspec
 import numpy as np
 import pytest
 
-from lupus_stream.detection import seasonal_steady as steady
 from lupus_stream.detection.base import VerdictBatch
 from lupus_stream.detection.seasonal import SeasonalDetector, SeasonalParams
 
@@ -218,24 +217,3 @@ def test_a_failure_after_the_compiled_run_leaves_every_state_as_it_was() -> None
             detectors, [ts[1200:1300], ts[1200:1300], late], [xs[1200:1300]] * 3
         )
     assert [d.to_bytes() for d in detectors] == before
-
-
-def test_recurrence_counts_come_back_to_units_of_one_alike_on_both_paths() -> None:
-    """The counts' unit grows each point; past RECUR_RESCALE both paths rescale alike."""
-    ts, xs = messy_series(4, 2500, 3600.0)
-    reference, batched = SeasonalDetector(), SeasonalDetector()
-    per_point(reference, ts[:1500], xs[:1500])
-    chunked(batched, ts[:1500], xs[:1500], 4)
-    for d in (reference, batched):
-        s = d.state
-        near = steady.RECUR_RESCALE / s.recur_unit * 0.9999  # a few points from the limit
-        s.recur_up = [c * near for c in s.recur_up]
-        s.recur_down = [c * near for c in s.recur_down]
-        s.recur_total *= near
-        s.recur_unit *= near
-    assert state_bytes(batched) == state_bytes(reference)
-    assert sum(reference.state.recur_up) > 0.0
-    want = per_point(reference, ts[1500:], xs[1500:])
-    assert chunked(batched, ts[1500:], xs[1500:], 5) == want
-    assert state_bytes(batched) == state_bytes(reference)
-    assert reference.state.recur_unit < 2.0  # it did come back
