@@ -625,7 +625,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             if open_for > 0:
                 s.open_for = open_for - 1
                 lp = 0.0
-        score = lp / (lp + HALF_SCORE_LOG10_P)
+        score = _score(lp)
         anomalous = alarm  # the point is beyond the alarm level, new evidence or not
 
         # learn: windowed surprises, their spreads, the tails (every point, so a new
@@ -706,7 +706,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             lp -= LOG10_COMPONENTS
         if s.open_for > 0 and lp < ESCALATION * s.peak:
             lp = 0.0
-        score = lp / (lp + HALF_SCORE_LOG10_P) if lp > 0.0 else 0.0
+        score = _score(lp) if lp > 0.0 else 0.0
         return Verdict(
             score,
             score >= self._threshold,
@@ -830,7 +830,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         # sigmas under a normal model, the tails' verdict on single points aside
         sigma = abs(shift) / max(s.scale, 1e-9)
         lp = -_log10_normal_tail(sigma) - LOG10_COMPONENTS
-        shift_score = lp / (lp + HALF_SCORE_LOG10_P) if lp > 0.0 else 0.0
+        shift_score = _score(lp) if lp > 0.0 else 0.0
         return Verdict(
             max(score, shift_score),
             True,
@@ -1032,6 +1032,12 @@ def _detail(z: float, expected: float, best: int, raw: float, seasonal: bool) ->
         surprise = ("point", "shift", "spread")[best]
         detail = f"{surprise} surprise, p = 10^-{raw + LOG10_COMPONENTS:.1f}; {detail}"
     return detail if seasonal else detail + " (no season)"
+
+
+def _score(lp: float) -> float:
+    """The score of a surprise `lp = log10(1/p)`: 1 where p underflows to 0 (a finite
+    value so far out that its z overflows)."""
+    return lp / (lp + HALF_SCORE_LOG10_P) if lp < math.inf else 1.0
 
 
 def _run_together(

@@ -284,7 +284,7 @@ def run(
         elif open_for > 0.0:
             open_for -= 1.0
             lp = 0.0
-        score = lp / (lp + HALF_SCORE_LOG10_P)
+        score = lp / (lp + HALF_SCORE_LOG10_P) if lp < math.inf else 1.0
 
         # learn
         new_shift_ms = shift_ms + r * (shift * shift - shift_ms)

@@ -217,3 +217,18 @@ def test_a_failure_after_the_compiled_run_leaves_every_state_as_it_was() -> None
             detectors, [ts[1200:1300], ts[1200:1300], late], [xs[1200:1300]] * 3
         )
     assert [d.to_bytes() for d in detectors] == before
+
+
+@pytest.mark.parametrize("extreme", [-1.7976931348623157e308, 1.7976931348623157e308])
+def test_a_value_so_far_out_that_z_overflows_scores_one_on_both_paths(extreme: float) -> None:
+    rng = random.Random(2)
+    ts = [i * 3600.0 for i in range(402)]
+    xs: list[float | None] = [100 + rng.gauss(0, 0.1) for _ in ts]
+    xs[400] = extreme
+    reference, batched = SeasonalDetector(), SeasonalDetector()
+    want = per_point(reference, ts, xs)
+    assert chunked(batched, ts, xs, 2) == want
+    assert state_bytes(batched) == state_bytes(reference)
+    spike, after = want[400], want[401]
+    assert spike is not None and spike.anomalous and spike.score == 1.0
+    assert after is not None and not after.anomalous and math.isfinite(after.score)
