@@ -7,7 +7,8 @@ with the worker's settings from the environment (`LUPUS_*`). One agent, concurre
 reads TOPIC with the worker's consumer settings (poll size, shortened long-poll), runs
 `decode_message` on each message as the bare consumer does, acknowledges it and does
 nothing else. Prints `records seconds`: records decoded, and the seconds from the first
-message to the last one decoded (the window the bare consumer is timed on).
+message to the last one decoded (the window the bare consumer is timed on); exits 1 if
+any record failed to decode, as the bare consumer does.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from lupus_stream.settings import load_settings
 TIMEOUT = 600.0
 
 
-async def decode_only(topic_name: str, messages: int, group: str) -> tuple[int, float]:
+async def decode_only(topic_name: str, messages: int, group: str) -> tuple[int, int, float]:
     settings = load_settings()
     worker = settings.worker
     products = set(load_catalog(settings.detectors).products)
@@ -45,16 +46,17 @@ async def decode_only(topic_name: str, messages: int, group: str) -> tuple[int, 
         topic_name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
     done = asyncio.Event()
-    seen = records = 0
+    seen = records = errors = 0
     first = last = 0.0
 
     async def agent(stream: faust.StreamT[bytes]) -> None:
-        nonlocal seen, records, first, last
+        nonlocal seen, records, errors, first, last
         async for event in stream.noack().events():  # type: ignore[attr-defined]
             if not seen:
                 first = time.perf_counter()
             decoded = decode_message(event.value, accept=("metric",), known_products=products)
-            records += len(decoded.records) + len(decoded.errors)
+            records += len(decoded.records)
+            errors += len(decoded.errors)
             event.ack()
             seen += 1
             if seen == messages:
@@ -68,12 +70,15 @@ async def decode_only(topic_name: str, messages: int, group: str) -> tuple[int, 
         await asyncio.wait_for(done.wait(), TIMEOUT)
     finally:
         await app.stop()
-    return records, last - first
+    return records, errors, last - first
 
 
 def main() -> int:
     topic, messages, group = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    records, seconds = asyncio.run(decode_only(topic, messages, group))
+    records, errors, seconds = asyncio.run(decode_only(topic, messages, group))
+    if errors:
+        print(f"faust_decode_only: {errors} decode errors", file=sys.stderr)
+        return 1
     print(f"{records} {seconds:.6f}")
     return 0
 
