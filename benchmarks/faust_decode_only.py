@@ -4,7 +4,8 @@
 
 Run by `kafka_throughput.py` in the same run as the bare consumer and the real worker,
 with the worker's settings from the environment (`LUPUS_*`). One agent, concurrency 1,
-reads TOPIC with the worker's consumer settings (poll size, shortened long-poll), runs
+in a Faust app built as the worker's is (`faust_app`, shortened long-poll), reads TOPIC
+in a consumer group of its own, runs
 `decode_message` on each message as the bare consumer does, acknowledges it and does
 nothing else. Prints `records seconds`: records decoded, and the seconds from the first
 message to the last one decoded (the window the bare consumer is timed on); exits 1 if
@@ -21,7 +22,7 @@ import faust
 
 from lupus_stream.contracts import decode_message
 from lupus_stream.monitors.loader import load_catalog
-from lupus_stream.runtimes.kafka.app import FETCH_MAX_WAIT_MS, shorten_long_poll
+from lupus_stream.runtimes.kafka.app import FETCH_MAX_WAIT_MS, faust_app, shorten_long_poll
 from lupus_stream.settings import load_settings
 
 TIMEOUT = 600.0
@@ -29,19 +30,9 @@ TIMEOUT = 600.0
 
 async def decode_only(topic_name: str, messages: int, group: str) -> tuple[int, int, float]:
     settings = load_settings()
-    worker = settings.worker
     products = set(load_catalog(settings.detectors).products)
-    app = faust.App(
-        group,
-        broker=[f"kafka://{s.strip()}" for s in settings.kafka.bootstrap_servers.split(",")],
-        store="memory://",
-        datadir=f"{worker.data_dir}-{group}",
-        web_enabled=False,
-        topic_replication_factor=settings.kafka.replication_factor,
-        broker_max_poll_records=worker.max_poll_records,
-        consumer_auto_offset_reset="earliest",
-        stream_wait_empty=False,
-    )
+    partitions = settings.kafka.partitions or 1  # creates no topic: TOPIC exists
+    app = faust_app(settings, group, f"{settings.worker.data_dir}-{group}", partitions)
     topic = app.topic(
         topic_name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )

@@ -69,6 +69,30 @@ def broker_credentials(kafka: KafkaSettings) -> Any:
     return None
 
 
+def faust_app(settings: Settings, app_id: str, data_dir: str, partitions: int) -> faust.App:
+    """A Faust app (consumer group `app_id`) on the configured brokers, with the
+    runtime's guard-rails: web server off, in-memory tables, explicit replication,
+    partitions and poll size, offsets from the earliest, full acknowledgements."""
+    kafka, worker = settings.kafka, settings.worker
+    assert kafka.bootstrap_servers, "the Kafka runtime needs bootstrap servers"
+    return faust.App(
+        app_id,
+        broker=[f"kafka://{server.strip()}" for server in kafka.bootstrap_servers.split(",")],
+        broker_credentials=broker_credentials(kafka),
+        store="memory://",
+        datadir=data_dir,
+        web_enabled=False,
+        topic_replication_factor=kafka.replication_factor,
+        topic_partitions=partitions,
+        broker_max_poll_records=worker.max_poll_records,
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee="at_least_once",
+        stream_wait_empty=False,
+        consumer_group_instance_id=worker.instance_id,
+        producer_acks=-1,
+    )
+
+
 class KafkaOutput:
     """The detect stage's outputs as Faust topic sends."""
 
@@ -94,25 +118,9 @@ class KafkaRuntime:
     def __init__(self, settings: Settings, catalog: Catalog, topics: dict[str, TopicSpec]):
         self.settings = settings
         self.catalog = catalog
-        kafka, worker = settings.kafka, settings.worker
-        assert kafka.bootstrap_servers, "the Kafka runtime needs bootstrap servers"
-        partitions = kafka.partitions or topics[next(iter(INPUT_TOPICS))].partitions
-        self.app = faust.App(
-            worker.app_id,
-            broker=[f"kafka://{server.strip()}" for server in kafka.bootstrap_servers.split(",")],
-            broker_credentials=broker_credentials(kafka),
-            store="memory://",
-            datadir=worker.data_dir,
-            web_enabled=False,
-            topic_replication_factor=kafka.replication_factor,
-            topic_partitions=partitions,
-            broker_max_poll_records=worker.max_poll_records,
-            consumer_auto_offset_reset="earliest",
-            processing_guarantee="at_least_once",
-            stream_wait_empty=False,
-            consumer_group_instance_id=worker.instance_id,
-            producer_acks=-1,
-        )
+        worker = settings.worker
+        partitions = settings.kafka.partitions or topics[next(iter(INPUT_TOPICS))].partitions
+        self.app = faust_app(settings, worker.app_id, worker.data_dir, partitions)
         name = settings.topic
         self.inputs = {name(topic): self._topic(name(topic), partitions) for topic in INPUT_TOPICS}
         self.anomalies = self._topic(name(ANOMALIES_TOPIC), partitions)
