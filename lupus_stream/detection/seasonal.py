@@ -40,13 +40,17 @@ How it works, per series:
    rate and the mean excess learned online (starting from a normal tail, made heavier so
    a cold start does not alarm). A spiky series has a high rate and a long excess, so
    its routine spikes are routine; a quiet one that starts to misbehave is not. The
-   point and the shift surprises have a tail per side (above and below the model; `p`
-   is the side's, doubled): metrics are rarely symmetric, and a series whose spikes go
-   up has not shown that a drop is routine. The expected band is where a point alone
-   would alarm on each side, so it may reach further above than below. A point
-   exceedance counts toward its tail's rate at once but teaches its size only
-   `DELAY_SLOTS` points later, so the points right after an outlier, the rest of one
-   incident, are not scored against a tail it has just made heavier.
+   point tails measure their excess in the data's units (how far beyond `TAIL_START`
+   robust sigmas), not in sigmas: the scale follows the bulk of the points, and on a
+   reading that goes flat it shrinks without end, so the same spike would be ever more
+   sigmas away and never become routine. The point and the shift surprises have a tail
+   per side (above and below the model; `p` is the side's, doubled): metrics are rarely
+   symmetric, and a series whose spikes go up has not shown that a drop is routine.
+   The expected band is where a point alone would alarm on each side, so it may reach
+   further above than below. A point exceedance counts toward its tail's rate at once
+   but teaches its size only `DELAY_SLOTS` points later, so the points right after an
+   outlier, the rest of one incident, are not scored against a tail it has just made
+   heavier.
 6. **Score.** `L = log10(1/p)` of the smallest of the three tail probabilities, times
    three (Bonferroni), and `score = L / (L + 6)`: monotone in `p`, so one threshold
    means the same on every series (0.5 is `p = 1e-6`). A point is anomalous when its
@@ -184,6 +188,7 @@ class SeasonalState(msgspec.Struct):
     spread_mean: float = 1.0
     spread_var: float = 0.0
     # tails (peaks over TAIL_START) of the three surprises: exceedance rate, mean excess
+    # (of the point tails in the data's units, of the others in their own)
     rate: list[float] = []
     excess: list[float] = []
     exceeded: list[float] = []
@@ -192,7 +197,8 @@ class SeasonalState(msgspec.Struct):
     pending: list[float] = []
     # the open incident: its worst log10(1/p) and points left before it closes
     peak: float = 0.0
-    # |z| at which a point alone alarms, above and below the model (the expected band)
+    # how far beyond TAIL_START sigmas a point alone alarms, above and below the model
+    # (the expected band), in the data's units
     band_up: float = 0.0
     band_down: float = 0.0
     open_for: int = 0
@@ -216,7 +222,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
     """
 
     kind = "seasonal"
-    version = 4
+    version = 5
     Params = SeasonalParams
     State = SeasonalState
     _state: SeasonalState
@@ -552,7 +558,8 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         dph, wph, expected, scale = self._model_at(t)
         residual = value - expected
         z = residual / scale
-        lower, upper = expected - scale * s.band_down, expected + scale * s.band_up
+        start = TAIL_START * scale
+        lower, upper = expected - (start + s.band_down), expected + (start + s.band_up)
 
         # the three surprises, each against its own tail (the point's and the shift's
         # on their side: a series whose spikes go up has not shown how it drops)
@@ -589,7 +596,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             # a side's tail probability, doubled: as likely on either side
             excess = s.excess
             if a0 > TAIL_START:
-                raw = (a0 - TAIL_START) / (excess[k0] * LN10) - _log10(2.0 * rate[k0])
+                raw = (a0 - TAIL_START) * scale / (excess[k0] * LN10) - _log10(2.0 * rate[k0])
                 best = 0
             if a1 > TAIL_START:
                 q = (a1 - TAIL_START) / (excess[k1] * LN10) - _log10(2.0 * rate[k1])
@@ -641,7 +648,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         if exceeded:
             self._learn_tails(w, (k0, a0), (k1, a1), (steady.SPREAD_UP, a2))
             if a0 > TAIL_START:  # its size: once the points right after it are scored
-                s.pending[slot], s.pending[slot + 1] = float(k0), a0
+                s.pending[slot], s.pending[slot + 1] = float(k0), (a0 - TAIL_START) * scale
         else:
             keep = 1.0 - w
             for k in range(steady.TAILS):
@@ -702,7 +709,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         lp = 0.0
         if a > TAIL_START:
             k = steady.POINT_UP if z > 0.0 else steady.POINT_DOWN
-            lp = (a - TAIL_START) / (excess[k] * LN10) - math.log10(2.0 * rate[k])
+            lp = (a - TAIL_START) * scale / (excess[k] * LN10) - math.log10(2.0 * rate[k])
             lp -= LOG10_COMPONENTS
         if s.open_for > 0 and lp < ESCALATION * s.peak:
             lp = 0.0
@@ -712,8 +719,8 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             score >= self._threshold,
             value,
             expected,
-            expected - scale * s.band_down,
-            expected + scale * s.band_up,
+            expected - (TAIL_START * scale + s.band_down),
+            expected + (TAIL_START * scale + s.band_up),
             detail="late point, scored against the current model",
         )
 
@@ -754,6 +761,19 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         # each visit fades its phase by the share of a day's decay it stands for
         self._env_keep = ENVELOPE_DECAY ** (min(self._state.interval, width) / width)
 
+    def _rescale_point_tails(self, factor: float) -> None:
+        """Multiply what the point tails know in the data's units by `factor`: when the
+        scale starts (they were in robust sigmas) or restarts under a new model (they
+        were learned on its residuals: kept relative to its scale)."""
+        s = self.state
+        for k in (steady.POINT_UP, steady.POINT_DOWN):
+            s.excess[k] *= factor
+        pending = s.pending
+        for j in range(0, len(pending), 2):
+            if pending[j] >= 0.0:
+                pending[j + 1] *= factor
+        s.band_up, s.band_down = self._band(steady.POINT_UP), self._band(steady.POINT_DOWN)
+
     def _learn_tails(
         self,
         w: float,
@@ -773,30 +793,31 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             if a > TAIL_START:
                 rate[k] += w * (1.0 - rate[k])
                 if k != point[0]:
-                    self._learn_excess(k, a)
+                    self._learn_excess(k, a - TAIL_START)
             else:
                 rate[k] -= w * rate[k]
         if point[1] > TAIL_START:
             s.band_up, s.band_down = self._band(steady.POINT_UP), self._band(steady.POINT_DOWN)
 
-    def _learn_excess(self, k: int, a: float) -> None:
-        """One exceedance of tail `k` by `a`: its count and mean excess."""
+    def _learn_excess(self, k: int, size: float) -> None:
+        """One exceedance of tail `k`, `size` beyond its start: its count and mean excess."""
         s = self.state
         s.exceeded[k] += 1.0
         v = 1.0 / (s.exceeded[k] + TAIL_PRIOR_EXCEEDANCES)
         if v < self._excess_rate:
             v = self._excess_rate
-        s.excess[k] += v * (a - TAIL_START - s.excess[k])
+        s.excess[k] += v * (size - s.excess[k])
         if k == steady.POINT_UP:
             s.band_up = self._band(k)
         elif k == steady.POINT_DOWN:
             s.band_down = self._band(k)
 
     def _band(self, tail: int) -> float:
-        """|z| at which the point surprise alone reaches the alarm level on a side."""
+        """How far beyond `TAIL_START` robust sigmas a point alone reaches the alarm
+        level on a side, in the data's units (those of the point tails' excess)."""
         s = self.state
         need = self._alarm + LOG10_COMPONENTS + math.log10(2.0 * s.rate[tail])
-        return TAIL_START + s.excess[tail] * LN10 * max(need, 0.0)
+        return s.excess[tail] * LN10 * max(need, 0.0)
 
     def _run(
         self,
@@ -860,6 +881,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         mad = float(np.median(np.abs(warm - s.level)))
         spread = float(np.mean(np.abs(warm - s.level)))
         s.scale = max(MAD_TO_SIGMA * mad, MEAN_ABS_TO_SIGMA * spread, 1e-9)
+        self._rescale_point_tails(s.scale)
         s.ready, s.warm = True, []
         if 0.0 < s.interval <= ENVELOPE_JITTER:  # sampling that resolves the drift
             bins = min(cycle_bins(DAY, s.interval), ENVELOPE_BINS)
@@ -1022,7 +1044,9 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         scale = max(MAD_TO_SIGMA * mad, MEAN_ABS_TO_SIGMA * mean_abs, 1e-9)
         # in-sample: a profile fitted to k cycles absorbs 1/k of the noise variance
         k = max((n - max(s.day_bins, s.week_bins)) / max(s.day_bins, s.week_bins), 1.5)
+        before = s.scale
         s.scale = scale * math.sqrt(k / (k - 1.0))
+        self._rescale_point_tails(s.scale / before)
 
 
 def _detail(z: float, expected: float, best: int, raw: float, seasonal: bool) -> str:

@@ -193,12 +193,12 @@ def run(
             v = 1.0 / (exceeded[c] + TAIL_PRIOR_EXCEEDANCES)
             if v < excess_rate:
                 v = excess_rate
-            excess[c] += v * (pending[slot + 1] - TAIL_START - excess[c])
+            excess[c] += v * (pending[slot + 1] - excess[c])
             need = alarm_level + LOG10_COMPONENTS + math.log10(2.0 * rate[c])
             if c == POINT_UP:
-                band_up = TAIL_START + excess[c] * LN10 * max(need, 0.0)
+                band_up = excess[c] * LN10 * max(need, 0.0)
             else:
-                band_down = TAIL_START + excess[c] * LN10 * max(need, 0.0)
+                band_down = excess[c] * LN10 * max(need, 0.0)
             pending[slot] = -1.0
 
         # expected value and standardised residual
@@ -219,8 +219,8 @@ def run(
         if scale < 1e-9:
             scale = 1e-9
         z = residual / scale
-        above = scale * band_up
-        below = scale * band_down
+        above = TAIL_START * scale + band_up
+        below = TAIL_START * scale + band_down
 
         # the three surprises
         a0 = abs(z)
@@ -253,7 +253,7 @@ def run(
         exceeded_any = a0 > TAIL_START or a1 > TAIL_START or a2 > TAIL_START
         if exceeded_any:
             if a0 > TAIL_START:
-                raw = (a0 - TAIL_START) / (excess[k0] * LN10) - math.log10(2.0 * rate[k0])
+                raw = (a0 - TAIL_START) * scale / (excess[k0] * LN10) - math.log10(2.0 * rate[k0])
                 best = 0
             if a1 > TAIL_START:
                 q = (a1 - TAIL_START) / (excess[k1] * LN10) - math.log10(2.0 * rate[k1])
@@ -310,11 +310,11 @@ def run(
                     rate[c] -= w * rate[c]
             if a0 > TAIL_START:
                 need = alarm_level + LOG10_COMPONENTS + math.log10(2.0 * rate[POINT_UP])
-                band_up = TAIL_START + excess[POINT_UP] * LN10 * max(need, 0.0)
+                band_up = excess[POINT_UP] * LN10 * max(need, 0.0)
                 need = alarm_level + LOG10_COMPONENTS + math.log10(2.0 * rate[POINT_DOWN])
-                band_down = TAIL_START + excess[POINT_DOWN] * LN10 * max(need, 0.0)
+                band_down = excess[POINT_DOWN] * LN10 * max(need, 0.0)
                 pending[slot] = k0
-                pending[slot + 1] = a0
+                pending[slot + 1] = (a0 - TAIL_START) * scale
         else:
             keep = 1.0 - w
             for c in range(TAILS):

@@ -295,3 +295,26 @@ def test_a_huge_spike_does_not_hide_a_later_level_shift() -> None:
     assert [v.changepoint_at for v in shifts] == [ts[150]]
     assert shifts[0].anomalous and shifts[0].score >= 0.5
     assert not any(v is not None and v.anomalous for v in verdicts[160:])
+
+
+def test_spikes_of_one_size_on_a_flat_baseline_become_routine() -> None:
+    """A noisy sensor goes quiet: the scale of the flat reading shrinks without end, so
+    the same spike is ever more robust sigmas away. Its tail is learned in the data's
+    units: once a few have come they are routine, while one ten times larger is news."""
+    rng = np.random.default_rng(5)
+    xs = [5.0 + float(v) for v in rng.normal(0.0, 1.0, 300)] + [5.0] * 2700
+    spikes = list(range(400, 2900, 100))
+    for at in spikes:
+        xs[at] = 25.0
+    big = 2950
+    xs[big] = 205.0
+    ts = [i * 3600.0 for i in range(len(xs))]
+    for verdicts in (
+        SeasonalDetector().update_many(ts, xs),
+        [d.update(t, x) for d in [SeasonalDetector()] for t, x in zip(ts, xs, strict=True)],
+    ):
+        flags = flagged(verdicts)
+        assert spikes[0] in flags and big in flags
+        assert not set(spikes[5:]) & set(flags)
+        late = [v.score for v in (verdicts[at] for at in spikes[5:]) if v is not None]
+        assert len(late) == len(spikes) - 5 and max(late) < 0.35 and late[-1] < late[0]
