@@ -71,7 +71,10 @@ How it works, per series:
    detector reports it (`changepoint_at` = the run's first point, kind `level_shift`,
    anomalous, scored by the shift's size in robust sigmas under a normal model, since a
    new level is news whatever incident is open) and moves the level by the run's median
-   residual.
+   residual. Points of such runs teach the scale nothing, so a scale that is far too
+   small (a reading flat while warming up, then noisy) could never grow: twice
+   `shift_after` of them in a row, on both sides, restart level and scale from their
+   residuals (the points keep their own verdicts).
 
 Cold start: the first `warmup` points only set level and scale (score 0). Until a period
 is decided the model is level-only, its scale the larger of the MAD- and mean-absolute-
@@ -205,6 +208,8 @@ class SeasonalState(msgspec.Struct):
     run_ts: list[float] = []
     run_res: list[float] = []
     run_side: int = 0
+    # residuals of the points in a row that joined a run, on either side
+    wild_res: list[float] = []
 
 
 class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
@@ -222,7 +227,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
     """
 
     kind = "seasonal"
-    version = 5
+    version = 6
     Params = SeasonalParams
     State = SeasonalState
     _state: SeasonalState
@@ -671,7 +676,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         if not in_run:
             s.scale = state_scale + scale_rate * (MEAN_ABS_TO_SIGMA * abs(step) - state_scale)
             if s.run_side:
-                s.run_ts, s.run_res, s.run_side = [], [], 0
+                s.run_ts, s.run_res, s.run_side, s.wild_res = [], [], 0, []
         if not in_run and not anomalous:
             return Verdict(score, False, value, expected, lower, upper)
         detail = _detail(z, expected, best, raw, bool(day_bins or week_bins))
@@ -831,9 +836,23 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         anomalous: bool,
         detail: str,
     ) -> Verdict:
-        """Track runs of point alarms on one side; `shift_after` of them move the level."""
+        """Track runs of point alarms on one side; `shift_after` of them move the level.
+        Twice as many in a row on both sides say the scale is wrong: both restart."""
         p, s = self.params, self.state
         side = 1 if residual > 0 else -1
+        wild = s.wild_res
+        wild.append(residual)
+        if len(wild) >= 2 * p.shift_after and min(wild) < 0.0 < max(wild):
+            center = median(np.asarray(wild))
+            deviation = np.abs(np.asarray(wild) - center)
+            s.level += center
+            s.scale = max(
+                s.scale,
+                MAD_TO_SIGMA * median(deviation),
+                MEAN_ABS_TO_SIGMA * float(np.mean(deviation)),
+            )
+            s.run_ts, s.run_res, s.run_side, s.wild_res = [], [], 0, []
+            return Verdict(score, anomalous, value, expected, lower, upper, detail=detail)
         if side != s.run_side:
             s.run_ts, s.run_res, s.run_side = [], [], side
         s.run_ts.append(t)
@@ -846,7 +865,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             return Verdict(score, anomalous, value, expected, lower, upper, detail=detail)
         start = s.run_ts[0]
         s.level += shift
-        s.run_ts, s.run_res, s.run_side = [], [], 0
+        s.run_ts, s.run_res, s.run_side, s.wild_res = [], [], 0, []
         # a new level is news whatever the open incident: scored by its size in robust
         # sigmas under a normal model, the tails' verdict on single points aside
         sigma = abs(shift) / max(s.scale, 1e-9)
@@ -1131,7 +1150,7 @@ def _from_vector(s: SeasonalState, work: np.ndarray, history: np.ndarray) -> Sea
         "env_down": v[at + day + week + env : at + day + week + 2 * env],
     }
     if s.run_side and not v[steady.RUN_SIDE]:
-        fields.update(run_ts=[], run_res=[], run_side=0)
+        fields.update(run_ts=[], run_res=[], run_side=0, wild_res=[])
     if history.shape[0]:
         cells = int(v[steady.HISTORY_CELLS])
         fields.update(

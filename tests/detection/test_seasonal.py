@@ -318,3 +318,24 @@ def test_spikes_of_one_size_on_a_flat_baseline_become_routine() -> None:
         assert not set(spikes[5:]) & set(flags)
         late = [v.score for v in (verdicts[at] for at in spikes[5:]) if v is not None]
         assert len(late) == len(spikes) - 5 and max(late) < 0.35 and late[-1] < late[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_reading_flat_while_warming_up_then_noisy_settles(seed: int) -> None:
+    """Warm-up on a flat reading leaves a scale at its floor, and points beyond the
+    clip teach it nothing: the first points of the noise are news, then the scale
+    restarts from them and ordinary noise is quiet (on both paths, with one state)."""
+    rng = np.random.default_rng(seed)
+    xs = [5.0] * 50 + [5.0 + float(v) for v in rng.normal(0.0, 1.0, 1500)]
+    ts = [i * 3600.0 for i in range(len(xs))]
+    batched = SeasonalDetector()
+    one_by_one = SeasonalDetector()
+    for verdicts in (
+        batched.update_many(ts, xs),
+        [one_by_one.update(t, x) for t, x in zip(ts, xs, strict=True)],
+    ):
+        flags = flagged(verdicts)
+        assert flags and flags[0] == 50
+        assert not [i for i in flags if i >= 100]
+    assert batched.to_bytes() == one_by_one.to_bytes()
+    assert 0.5 < batched.state.scale < 2.0
