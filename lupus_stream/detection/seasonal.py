@@ -40,12 +40,14 @@ How it works, per series:
    rate and the mean excess learned online (starting from a normal tail, made heavier so
    a cold start does not alarm). A spiky series has a high rate and a long excess, so
    its routine spikes are routine; a quiet one that starts to misbehave is not. The
-   point tails measure their excess in the data's units (how far beyond `TAIL_START`
+   point tails learn their excess in the data's units (how far beyond `TAIL_START`
    robust sigmas), not in sigmas: the scale follows the bulk of the points, and on a
    reading that goes flat it shrinks without end, so the same spike would be ever more
-   sigmas away and never become routine. The point and the shift surprises have a tail
-   per side (above and below the model; `p` is the side's, doubled): metrics are rarely
-   symmetric, and a series whose spikes go up has not shown that a drop is routine.
+   sigmas away and never become routine. Their prior stays in sigmas, following the
+   scale, with the share it would have in the running mean of the exceedances. The
+   point and the shift surprises have a tail per side (above and below the model; `p`
+   is the side's, doubled): metrics are rarely symmetric, and a series whose spikes go
+   up has not shown that a drop is routine.
    The expected band is where a point alone would alarm on each side, so it may reach
    further above than below. A point exceedance counts toward its tail's rate at once
    but teaches its size only `DELAY_SLOTS` points later, so the points right after an
@@ -191,17 +193,20 @@ class SeasonalState(msgspec.Struct):
     spread_mean: float = 1.0
     spread_var: float = 0.0
     # tails (peaks over TAIL_START) of the three surprises: exceedance rate, mean excess
-    # (of the point tails in the data's units, of the others in their own)
+    # (of the point tails: what their exceedances taught, in the data's units)
     rate: list[float] = []
     excess: list[float] = []
     exceeded: list[float] = []
+    # the share of the prior (in robust sigmas) in each point tail's mean excess
+    prior_up: float = 1.0
+    prior_down: float = 1.0
     # point exceedances whose size the tails learn later: (tail or -1, size) per slot,
     # the slot of point n being n % DELAY_SLOTS
     pending: list[float] = []
     # the open incident: its worst log10(1/p) and points left before it closes
     peak: float = 0.0
-    # how far beyond TAIL_START sigmas a point alone alarms, above and below the model
-    # (the expected band), in the data's units
+    # how many mean excesses beyond TAIL_START sigmas a point alone alarms, above and
+    # below the model (the expected band)
     band_up: float = 0.0
     band_down: float = 0.0
     open_for: int = 0
@@ -227,7 +232,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
     """
 
     kind = "seasonal"
-    version = 6
+    version = 7
     Params = SeasonalParams
     State = SeasonalState
     _state: SeasonalState
@@ -286,6 +291,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             s.rate = [TAIL_PRIOR_RATE / 2.0] * steady.TAILS  # a side: half the normal tail
             s.rate[steady.SPREAD_UP] = TAIL_PRIOR_RATE
             s.excess = [TAIL_PRIOR_EXCESS] * steady.TAILS
+            s.excess[steady.POINT_UP] = s.excess[steady.POINT_DOWN] = 0.0  # all prior
             s.exceeded = [0.0] * steady.TAILS
             s.pending = [-1.0, 0.0] * steady.DELAY_SLOTS
             s.shift_ms = p.shift_rate / (2.0 - p.shift_rate)  # of normal z
@@ -470,6 +476,8 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             len(s.history) // 4,
             s.history_t0,
             0,  # CHECK_AT
+            s.prior_up,
+            s.prior_down,
         )
         return np.array(
             [
@@ -564,7 +572,8 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         residual = value - expected
         z = residual / scale
         start = TAIL_START * scale
-        lower, upper = expected - (start + s.band_down), expected + (start + s.band_up)
+        lower = expected - (start + self._point_excess(steady.POINT_DOWN, scale) * s.band_down)
+        upper = expected + (start + self._point_excess(steady.POINT_UP, scale) * s.band_up)
 
         # the three surprises, each against its own tail (the point's and the shift's
         # on their side: a series whose spikes go up has not shown how it drops)
@@ -601,7 +610,8 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             # a side's tail probability, doubled: as likely on either side
             excess = s.excess
             if a0 > TAIL_START:
-                raw = (a0 - TAIL_START) * scale / (excess[k0] * LN10) - _log10(2.0 * rate[k0])
+                e0 = self._point_excess(k0, scale)
+                raw = (a0 - TAIL_START) * scale / (e0 * LN10) - _log10(2.0 * rate[k0])
                 best = 0
             if a1 > TAIL_START:
                 q = (a1 - TAIL_START) / (excess[k1] * LN10) - _log10(2.0 * rate[k1])
@@ -709,12 +719,13 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         s = self.state
         _, _, expected, scale = self._model_at(t)
         z = (value - expected) / scale
-        rate, excess = s.rate, s.excess
+        rate = s.rate
         a = abs(z)
         lp = 0.0
         if a > TAIL_START:
             k = steady.POINT_UP if z > 0.0 else steady.POINT_DOWN
-            lp = (a - TAIL_START) * scale / (excess[k] * LN10) - math.log10(2.0 * rate[k])
+            e = self._point_excess(k, scale)
+            lp = (a - TAIL_START) * scale / (e * LN10) - math.log10(2.0 * rate[k])
             lp -= LOG10_COMPONENTS
         if s.open_for > 0 and lp < ESCALATION * s.peak:
             lp = 0.0
@@ -724,8 +735,10 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             score >= self._threshold,
             value,
             expected,
-            expected - (TAIL_START * scale + s.band_down),
-            expected + (TAIL_START * scale + s.band_up),
+            expected
+            - (TAIL_START * scale + self._point_excess(steady.POINT_DOWN, scale) * s.band_down),
+            expected
+            + (TAIL_START * scale + self._point_excess(steady.POINT_UP, scale) * s.band_up),
             detail="late point, scored against the current model",
         )
 
@@ -766,10 +779,18 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         # each visit fades its phase by the share of a day's decay it stands for
         self._env_keep = ENVELOPE_DECAY ** (min(self._state.interval, width) / width)
 
+    def _point_excess(self, k: int, scale: float) -> float:
+        """A point tail's mean excess at this scale, in the data's units: the prior (in
+        robust sigmas, so it follows the scale) and what exceedances taught, by their
+        shares."""
+        s = self.state
+        prior = s.prior_up if k == steady.POINT_UP else s.prior_down
+        return prior * TAIL_PRIOR_EXCESS * scale + (1.0 - prior) * s.excess[k]
+
     def _rescale_point_tails(self, factor: float) -> None:
-        """Multiply what the point tails know in the data's units by `factor`: when the
-        scale starts (they were in robust sigmas) or restarts under a new model (they
-        were learned on its residuals: kept relative to its scale)."""
+        """Multiply what the point tails learned in the data's units by `factor`, when
+        the scale restarts under a new model (it was learned on the old one's residuals:
+        kept relative to its scale)."""
         s = self.state
         for k in (steady.POINT_UP, steady.POINT_DOWN):
             s.excess[k] *= factor
@@ -777,7 +798,6 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         for j in range(0, len(pending), 2):
             if pending[j] >= 0.0:
                 pending[j + 1] *= factor
-        s.band_up, s.band_down = self._band(steady.POINT_UP), self._band(steady.POINT_DOWN)
 
     def _learn_tails(
         self,
@@ -805,24 +825,32 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             s.band_up, s.band_down = self._band(steady.POINT_UP), self._band(steady.POINT_DOWN)
 
     def _learn_excess(self, k: int, size: float) -> None:
-        """One exceedance of tail `k`, `size` beyond its start: its count and mean excess."""
+        """One exceedance of tail `k`, `size` beyond its start: its count and mean excess
+        (of a point tail: the prior's share shrinks as it would in the running mean, and
+        the rest of the mean is what the exceedances taught)."""
         s = self.state
         s.exceeded[k] += 1.0
         v = 1.0 / (s.exceeded[k] + TAIL_PRIOR_EXCEEDANCES)
         if v < self._excess_rate:
             v = self._excess_rate
-        s.excess[k] += v * (size - s.excess[k])
-        if k == steady.POINT_UP:
-            s.band_up = self._band(k)
-        elif k == steady.POINT_DOWN:
-            s.band_down = self._band(k)
+        if k == steady.POINT_UP or k == steady.POINT_DOWN:
+            prior = s.prior_up if k == steady.POINT_UP else s.prior_down
+            left = (1.0 - v) * prior
+            s.excess[k] = ((1.0 - v) * (1.0 - prior) * s.excess[k] + v * size) / (1.0 - left)
+            if k == steady.POINT_UP:
+                s.prior_up = left
+                s.band_up = self._band(k)
+            else:
+                s.prior_down = left
+                s.band_down = self._band(k)
+        else:
+            s.excess[k] += v * (size - s.excess[k])
 
     def _band(self, tail: int) -> float:
-        """How far beyond `TAIL_START` robust sigmas a point alone reaches the alarm
-        level on a side, in the data's units (those of the point tails' excess)."""
-        s = self.state
-        need = self._alarm + LOG10_COMPONENTS + math.log10(2.0 * s.rate[tail])
-        return s.excess[tail] * LN10 * max(need, 0.0)
+        """How many of its mean excesses beyond `TAIL_START` robust sigmas a point alone
+        reaches the alarm level on a side."""
+        need = self._alarm + LOG10_COMPONENTS + math.log10(2.0 * self.state.rate[tail])
+        return LN10 * max(need, 0.0)
 
     def _run(
         self,
@@ -900,7 +928,6 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         mad = float(np.median(np.abs(warm - s.level)))
         spread = float(np.mean(np.abs(warm - s.level)))
         s.scale = max(MAD_TO_SIGMA * mad, MEAN_ABS_TO_SIGMA * spread, 1e-9)
-        self._rescale_point_tails(s.scale)
         s.ready, s.warm = True, []
         if 0.0 < s.interval <= ENVELOPE_JITTER:  # sampling that resolves the drift
             bins = min(cycle_bins(DAY, s.interval), ENVELOPE_BINS)
@@ -1138,6 +1165,8 @@ def _from_vector(s: SeasonalState, work: np.ndarray, history: np.ndarray) -> Sea
         "spread_var": v[steady.SPREAD_VAR],
         "band_up": v[steady.BAND_UP],
         "band_down": v[steady.BAND_DOWN],
+        "prior_up": v[steady.PRIOR_UP],
+        "prior_down": v[steady.PRIOR_DOWN],
         "peak": v[steady.PEAK],
         "open_for": int(v[steady.OPEN_FOR]),
         "rate": v[tails[0] : tails[1]],

@@ -31,7 +31,9 @@ BAND_UP, BAND_DOWN, PEAK, OPEN_FOR, RUN_SIDE = range(9, 14)
 # the period decision's history (while undecided): interval, cells, first cell's time,
 # and the cell count at which the reference must decide something
 INTERVAL, HISTORY_CELLS, HISTORY_T0, CHECK_AT = range(14, 18)
-SCALARS = 18
+# the prior's share in each point tail's mean excess
+PRIOR_UP, PRIOR_DOWN = range(18, 20)
+SCALARS = 20
 # tails: the point and shift surprises have one per side, the spread one (more variance)
 POINT_UP, POINT_DOWN, SHIFT_UP, SHIFT_DOWN, SPREAD_UP = range(5)
 TAILS = 5
@@ -71,6 +73,7 @@ WEEK = 7 * DAY
 MEAN_ABS_TO_SIGMA = 1.2533
 HALF_SCORE_LOG10_P = 6.0
 TAIL_START = 2.0
+TAIL_PRIOR_EXCESS = 0.6
 TAIL_PRIOR_POINTS = 200.0
 TAIL_PRIOR_EXCEEDANCES = 10.0
 SURPRISE_CLIP = 6.0
@@ -137,6 +140,8 @@ def run(
     spread_var = dst[SPREAD_VAR]
     band_up = dst[BAND_UP]
     band_down = dst[BAND_DOWN]
+    prior_up = dst[PRIOR_UP]
+    prior_down = dst[PRIOR_DOWN]
     peak = dst[PEAK]
     open_for = dst[OPEN_FOR]
     run_side = dst[RUN_SIDE]
@@ -193,12 +198,18 @@ def run(
             v = 1.0 / (exceeded[c] + TAIL_PRIOR_EXCEEDANCES)
             if v < excess_rate:
                 v = excess_rate
-            excess[c] += v * (pending[slot + 1] - excess[c])
+            prior = prior_up if c == POINT_UP else prior_down
+            left = (1.0 - v) * prior
+            excess[c] = ((1.0 - v) * (1.0 - prior) * excess[c] + v * pending[slot + 1]) / (
+                1.0 - left
+            )
             need = alarm_level + LOG10_COMPONENTS + math.log10(2.0 * rate[c])
             if c == POINT_UP:
-                band_up = excess[c] * LN10 * max(need, 0.0)
+                prior_up = left
+                band_up = LN10 * max(need, 0.0)
             else:
-                band_down = excess[c] * LN10 * max(need, 0.0)
+                prior_down = left
+                band_down = LN10 * max(need, 0.0)
             pending[slot] = -1.0
 
         # expected value and standardised residual
@@ -219,8 +230,10 @@ def run(
         if scale < 1e-9:
             scale = 1e-9
         z = residual / scale
-        above = TAIL_START * scale + band_up
-        below = TAIL_START * scale + band_down
+        e_up = prior_up * TAIL_PRIOR_EXCESS * scale + (1.0 - prior_up) * excess[POINT_UP]
+        e_down = prior_down * TAIL_PRIOR_EXCESS * scale + (1.0 - prior_down) * excess[POINT_DOWN]
+        above = TAIL_START * scale + e_up * band_up
+        below = TAIL_START * scale + e_down * band_down
 
         # the three surprises
         a0 = abs(z)
@@ -253,7 +266,8 @@ def run(
         exceeded_any = a0 > TAIL_START or a1 > TAIL_START or a2 > TAIL_START
         if exceeded_any:
             if a0 > TAIL_START:
-                raw = (a0 - TAIL_START) * scale / (excess[k0] * LN10) - math.log10(2.0 * rate[k0])
+                e0 = e_up if k0 == POINT_UP else e_down
+                raw = (a0 - TAIL_START) * scale / (e0 * LN10) - math.log10(2.0 * rate[k0])
                 best = 0
             if a1 > TAIL_START:
                 q = (a1 - TAIL_START) / (excess[k1] * LN10) - math.log10(2.0 * rate[k1])
@@ -310,9 +324,9 @@ def run(
                     rate[c] -= w * rate[c]
             if a0 > TAIL_START:
                 need = alarm_level + LOG10_COMPONENTS + math.log10(2.0 * rate[POINT_UP])
-                band_up = excess[POINT_UP] * LN10 * max(need, 0.0)
+                band_up = LN10 * max(need, 0.0)
                 need = alarm_level + LOG10_COMPONENTS + math.log10(2.0 * rate[POINT_DOWN])
-                band_down = excess[POINT_DOWN] * LN10 * max(need, 0.0)
+                band_down = LN10 * max(need, 0.0)
                 pending[slot] = k0
                 pending[slot + 1] = (a0 - TAIL_START) * scale
         else:
@@ -359,6 +373,8 @@ def run(
     dst[SPREAD_VAR] = spread_var
     dst[BAND_UP] = band_up
     dst[BAND_DOWN] = band_down
+    dst[PRIOR_UP] = prior_up
+    dst[PRIOR_DOWN] = prior_down
     dst[PEAK] = peak
     dst[OPEN_FOR] = open_for
     dst[RUN_SIDE] = run_side

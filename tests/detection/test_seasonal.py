@@ -339,3 +339,17 @@ def test_a_reading_flat_while_warming_up_then_noisy_settles(seed: int) -> None:
         assert not [i for i in flags if i >= 100]
     assert batched.to_bytes() == one_by_one.to_bytes()
     assert 0.5 < batched.state.scale < 2.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 4])
+def test_the_tail_prior_follows_the_scale(seed: int) -> None:
+    """Noise that grows fiftyfold after a quiet warm-up, slowly enough for the scale to
+    follow: the point tails' prior is in robust sigmas, so until exceedances have taught
+    their size in the data's units the points are judged against the scale of now, not
+    of the warm-up."""
+    rng = np.random.default_rng(seed)
+    n = 2000
+    sd = np.minimum(1.0, 0.02 * np.exp(np.arange(n) / 60.0))
+    xs = (100.0 + rng.normal(0.0, 1.0, n) * sd).tolist()
+    ts = [i * 3600.0 for i in range(n)]
+    assert flagged(SeasonalDetector().update_many(ts, xs)) == []
