@@ -47,12 +47,11 @@ How it works, per series:
    scale, with the share it would have in the running mean of the exceedances. The
    point and the shift surprises have a tail per side (above and below the model; `p`
    is the side's, doubled): metrics are rarely symmetric, and a series whose spikes go
-   up has not shown that a drop is routine.
-   The expected band is where a point alone would alarm on each side, so it may reach
-   further above than below. A point exceedance counts toward its tail's rate at once
-   but teaches its size only `DELAY_SLOTS` points later, so the points right after an
-   outlier, the rest of one incident, are not scored against a tail it has just made
-   heavier.
+   up has not shown that a drop is routine. The expected band is where a point alone
+   would alarm on each side, so it may reach further above than below. A point
+   exceedance counts toward its tail's rate at once but teaches its size only
+   `DELAY_SLOTS` points later, so the points right after an outlier, the rest of one
+   incident, are not scored against a tail it has just made heavier.
 6. **Score.** `L = log10(1/p)` of the smallest of the three tail probabilities, times
    three (Bonferroni), and `score = L / (L + 6)`: monotone in `p`, so one threshold
    means the same on every series (0.5 is `p = 1e-6`). A point is anomalous when its
@@ -1090,9 +1089,10 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         scale = max(MAD_TO_SIGMA * mad, MEAN_ABS_TO_SIGMA * mean_abs, 1e-9)
         # in-sample: a profile fitted to k cycles absorbs 1/k of the noise variance
         k = max((n - max(s.day_bins, s.week_bins)) / max(s.day_bins, s.week_bins), 1.5)
-        before = s.scale
+        before = s.scale  # 0 while warming up: nothing learned yet
         s.scale = scale * math.sqrt(k / (k - 1.0))
-        self._rescale_point_tails(s.scale / before)
+        if before > 0.0:
+            self._rescale_point_tails(s.scale / before)
 
 
 def _detail(z: float, expected: float, best: int, raw: float, seasonal: bool) -> str:

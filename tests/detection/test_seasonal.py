@@ -353,3 +353,21 @@ def test_the_tail_prior_follows_the_scale(seed: int) -> None:
     xs = (100.0 + rng.normal(0.0, 1.0, n) * sd).tolist()
     ts = [i * 3600.0 for i in range(n)]
     assert flagged(SeasonalDetector().update_many(ts, xs)) == []
+
+
+@pytest.mark.parametrize(("step", "warmup", "want"), [(DAY, 40, "1w"), (HOUR, 100, "1d+1w")])
+def test_a_season_found_while_still_warming_up(step: float, warmup: int, want: str) -> None:
+    """A warm-up longer than three cycles: the season is installed before the level
+    and scale are first set, and the detector goes on to find it (on both paths)."""
+    ts = [i * step for i in range(24 * 7 * 4 if step == HOUR else 200)]
+    xs = [
+        10.0 + 3.0 * math.sin(2 * math.pi * t / DAY) + 2.0 * (t // DAY % 7 >= 5) + 0.1 * (i % 3)
+        for i, t in enumerate(ts)
+    ]
+    params = SeasonalParams(warmup=warmup)
+    one_by_one = SeasonalDetector(params)
+    verdicts = [one_by_one.update(t, x) for t, x in zip(ts, xs, strict=True)]
+    batched = SeasonalDetector(params)
+    assert batched.update_many(ts, xs) == verdicts
+    assert one_by_one.periods == batched.periods == want
+    assert one_by_one.to_bytes() == batched.to_bytes()
