@@ -232,3 +232,15 @@ def test_a_value_so_far_out_that_z_overflows_scores_one_on_both_paths(extreme: f
     spike, after = want[400], want[401]
     assert spike is not None and spike.anomalous and spike.score == 1.0
     assert after is not None and not after.anomalous and math.isfinite(after.score)
+
+
+def test_the_compiled_path_has_the_constants_of_the_reference() -> None:
+    """The compiled module repeats the reference's constants (numba compiles them in);
+    every name both define has one value."""
+    from lupus_stream.detection import seasonal, seasonal_steady
+
+    shared = [n for n in dir(seasonal_steady) if n.isupper() and hasattr(seasonal, n)]
+    assert {"TAIL_START", "TAIL_PRIOR_EXCESS", "SURPRISE_CLIP", "LOG10_COMPONENTS"} <= set(shared)
+    assert {n: getattr(seasonal_steady, n) for n in shared} == {
+        n: getattr(seasonal, n) for n in shared
+    }
