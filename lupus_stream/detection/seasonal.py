@@ -19,7 +19,9 @@ How it works, per series:
    a profile fitted to `k` cycles explains even in pure noise, is at least
    `min_strength`. A week is tested on what the daily season leaves. Until a decision
    it re-tests each new cycle of data, up to `max_checks` times; `period` in the
-   parameters (`auto`, `none`, `1d`, `1w`, `1d+1w`) can also fix it.
+   parameters (`auto`, `none`, `1d`, `1w`, `1d+1w`) can also fix it (a fixed cycle is
+   learned from two of it in the history, so a week needs points about five minutes
+   apart or more; a cycle that cannot be learned is left out and `periods` says so).
 3. **Online model** (O(1) per point): `expected = level + daily[phase] + weekly[phase]`.
    The residual updates level, profiles and a robust scale (an exponentially weighted
    mean absolute residual) with Huber-clipped steps, so an outlier moves nothing much.
@@ -407,8 +409,20 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             return s.next_check
         if period == "none":
             return 0
-        day, week = cycle_bins(DAY, s.interval), cycle_bins(WEEK, s.interval)
-        return min(2 * (week if "1w" in period else day), MAX_HISTORY)
+        return 2 * max(self._fixed_bins())
+
+    def _fixed_bins(self) -> tuple[int, int]:
+        """Bins of the day and the week a fixed `period` asks for, at this sampling
+        interval (0: not asked for, or not learnable: fewer than four points a cycle, or
+        two cycles longer than the history holds, as a week of points a minute apart)."""
+        interval, period = self._state.interval, self.params.period
+
+        def learnable(cycle: float) -> int:
+            bins = cycle_bins(cycle, interval)
+            fits = MIN_POINTS_PER_CYCLE * interval <= cycle and 2 * bins <= MAX_HISTORY
+            return bins if fits else 0
+
+        return (learnable(DAY) if "1d" in period else 0, learnable(WEEK) if "1w" in period else 0)
 
     def _compiled(self, times: np.ndarray, values: np.ndarray, start: int, out: np.ndarray) -> int:
         """The compiled update from `start`, into a new state vector; returns where it
@@ -1038,22 +1052,20 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
 
     def _fix_period(self, period: str, count: int) -> None:
         s = self.state
-        if period == "none":
+        day, week = (0, 0) if period == "none" else self._fixed_bins()
+        if not day and not week:  # nothing to learn: decided, without a season
             s.decided, s.history = True, bytearray()
             return
-        day, week = cycle_bins(DAY, s.interval), cycle_bins(WEEK, s.interval)
-        want_day = "1d" in period and MIN_POINTS_PER_CYCLE * s.interval <= DAY
-        want_week = "1w" in period
         if count < self._check_at():
             return
         values = self._values()
         n = len(values)
         daily = weekly = None
         rest = values
-        if want_day:
+        if day:
             daily, _, _ = decompose(values, day, self._phases(n, DAY, day))
             rest = values - daily[self._phases(n, DAY, day)]
-        if want_week:
+        if week:
             weekly, _, _ = decompose(rest, week, self._phases(n, WEEK, week))
         self._install(values, daily, weekly)
         s.decided, s.history = True, bytearray()

@@ -125,6 +125,21 @@ def test_period_is_undecided_before_three_cycles_and_can_be_fixed() -> None:
     assert none.periods == "none"
 
 
+@pytest.mark.parametrize(("period", "want"), [("1w", "none"), ("1d+1w", "1d")])
+def test_a_fixed_week_finer_than_the_history_holds_is_left_out(period: str, want: str) -> None:
+    """Points a minute apart: two weeks of them are more than the history keeps, so a
+    fixed weekly cycle cannot be learned; the detector goes on without it (and with the
+    day, when asked for), and says so, on both paths."""
+    minute = 60.0
+    ts = [i * minute for i in range(3 * 1440)]
+    xs = [50 + 20 * math.sin(2 * math.pi * t / DAY) + 0.5 * (i % 5) for i, t in enumerate(ts)]
+    one_by_one = SeasonalDetector(SeasonalParams(period=period))
+    verdicts = [one_by_one.update(t, x) for t, x in zip(ts, xs, strict=True)]
+    batched = SeasonalDetector(SeasonalParams(period=period))
+    assert batched.update_many(ts, xs) == verdicts
+    assert one_by_one.periods == batched.periods == want
+
+
 def test_cold_start_is_quiet() -> None:
     d = SeasonalDetector()
     verdicts = d.update_many([i * HOUR for i in range(12)], [1.0] * 11 + [1e6])
