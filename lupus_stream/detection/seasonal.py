@@ -1073,9 +1073,15 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
     def _install(
         self, values: np.ndarray, daily: np.ndarray | None, weekly: np.ndarray | None
     ) -> None:
-        """Adopt the profiles; restart level and scale from what they leave of the history."""
+        """Adopt the profiles; restart level and scale from what they leave of the history.
+        A profile that is not finite (a history of values beyond float32, all gaps) is
+        not adopted."""
         s = self.state
         n = len(values)
+        if daily is not None and not np.isfinite(daily).all():
+            daily = None
+        if weekly is not None and not np.isfinite(weekly).all():
+            weekly = None
         changed = False
         if daily is not None and not s.day_bins:
             s.day_bins, s.daily = len(daily), daily.astype(float).tolist()

@@ -140,6 +140,20 @@ def test_a_fixed_week_finer_than_the_history_holds_is_left_out(period: str, want
     assert one_by_one.periods == batched.periods == want
 
 
+@pytest.mark.parametrize("period", ["1d", "1w", "1d+1w"])
+def test_a_fixed_cycle_over_values_beyond_float32_is_not_installed(period: str) -> None:
+    """The period decision's history is float32: values beyond it are gaps, and a
+    history of gaps has no profile to learn. The model stays level-only and finite."""
+    ts = [i * HOUR for i in range(24 * 7 * 3)]
+    xs = [1e90 * (1.0 + 0.1 * math.sin(2 * math.pi * i / 24)) for i in range(len(ts))]
+    detector = SeasonalDetector(SeasonalParams(period=period))
+    verdicts = detector.update_many(ts, xs)
+    assert detector.periods == "none"
+    assert all(
+        v.expected is not None and math.isfinite(v.expected) for v in verdicts[24 * 14 :] if v
+    )
+
+
 def test_cold_start_is_quiet() -> None:
     d = SeasonalDetector()
     verdicts = d.update_many([i * HOUR for i in range(12)], [1.0] * 11 + [1e6])

@@ -244,3 +244,65 @@ def test_the_compiled_path_has_the_constants_of_the_reference() -> None:
     assert {n: getattr(seasonal_steady, n) for n in shared} == {
         n: getattr(seasonal, n) for n in shared
     }
+
+
+def random_case(seed: int) -> tuple[SeasonalParams, list[float], list[float | None]]:
+    """Parameters and a series drawn at random: sampling from a minute to a day, flat,
+    noisy, stepping, spiky, mostly-zero, huge (beyond float32) or tiny values, with
+    gaps, late points and missing values."""
+    rng = random.Random(seed)
+    step = rng.choice([60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 86400.0])
+    params = SeasonalParams(
+        warmup=rng.choice([3, 12, 40, 200]),
+        period=rng.choice(["auto", "auto", "none", "1d", "1w", "1d+1w"]),
+        shift_after=rng.choice([1, 2, 3, 6]),
+        refractory=rng.choice([0, 5, 36]),
+        sensitivity=rng.random(),
+    )
+    kind = rng.choice(["flat", "noise", "steps", "spikes", "zeros", "huge", "tiny", "mixed"])
+    level = rng.choice([0.0, 1.0, 1e-8, 1e6, 1e90, -5.0])
+    period = rng.randint(5, 200)
+    t = 1.6e9
+    ts: list[float] = []
+    xs: list[float | None] = []
+    for i in range(rng.randint(5, 3000)):
+        r = rng.random()
+        t += step * (rng.choice([0.5, 3.0, 50.0]) if r < 0.05 else 1.0)
+        if r < 0.01:
+            t -= 2 * step  # late
+        x: float | None
+        if kind == "flat":
+            x = level
+        elif kind == "noise":
+            x = level + rng.gauss(0, abs(level) * 0.1 + 1)
+        elif kind == "steps":
+            x = level + (i // period) % 2 * 10.0
+        elif kind == "spikes":
+            x = level + (rng.choice([100.0, -100.0, 1e9]) if rng.random() < 0.05 else 0.0)
+        elif kind == "zeros":
+            x = 0.0 if rng.random() < 0.9 else rng.choice([1.0, 5.0])
+        elif kind == "huge":
+            x = rng.uniform(-1e99, 1e99)
+        elif kind == "tiny":
+            x = rng.gauss(0, 1e-300)
+        else:
+            x = rng.choice([level, level + 1, rng.gauss(level, 1), None, math.nan])
+        ts.append(t)
+        xs.append(x)
+    return params, ts, xs
+
+
+@pytest.mark.parametrize("seed", range(0, 200, 5))
+def test_random_series_and_parameters_agree_on_both_paths(seed: int) -> None:
+    """Whatever the data and parameters: no failure, the same verdicts and state on both
+    paths, scores in [0, 1], and a finite expected value for every finite point."""
+    params, ts, xs = random_case(seed)
+    reference = SeasonalDetector(params)
+    verdicts = per_point(reference, ts, xs)
+    batched = SeasonalDetector(params)
+    assert repr(chunked(batched, ts, xs, seed)) == repr(verdicts)  # NaN-safe equality
+    assert batched.to_bytes() == reference.to_bytes()
+    for v in verdicts:
+        if v is not None:
+            assert 0.0 <= v.score <= 1.0
+            assert v.expected is None or math.isfinite(v.expected)
