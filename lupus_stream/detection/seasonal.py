@@ -1160,7 +1160,7 @@ def _run_together(
     stops = np.zeros(len(chosen), dtype=np.int64)
     steady.run_many(times, values, points, src, dst, offsets, dims, consts, out, stops)
     for d, o, f in zip(chosen, offsets.tolist(), offsets[1:].tolist(), strict=False):
-        d._work = dst[o:f]
+        d._work = dst[o:f].copy()  # a view would keep every series' vector of the call
     return dict(zip(together, stops.tolist(), strict=True))
 
 

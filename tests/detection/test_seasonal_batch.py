@@ -306,3 +306,24 @@ def test_random_series_and_parameters_agree_on_both_paths(seed: int) -> None:
         if v is not None:
             assert 0.0 <= v.score <= 1.0
             assert v.expected is None or math.isfinite(v.expected)
+
+
+def test_series_updated_together_keep_state_of_their_own() -> None:
+    """One compiled call updates many series; each must keep a vector of its own, or a
+    series that goes quiet would keep the whole call's state of every series alive."""
+    ts = [h * 3600.0 for h in range(24 * 30)]
+    detectors = []
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        xs = [
+            100.0 + 20.0 * math.sin(2 * math.pi * h / 24) + float(rng.normal())
+            for h in range(len(ts))
+        ]
+        detector = SeasonalDetector()
+        detector.update_many(ts, xs)
+        detectors.append(detector)
+    assert all(d.periods == "1d" for d in detectors)
+    t = ts[-1] + 3600.0
+    SeasonalDetector.update_batches(detectors, [[t]] * 3, [[100.0]] * 3)
+    works = [d._work for d in detectors]
+    assert all(w is not None and w.flags.owndata for w in works)
