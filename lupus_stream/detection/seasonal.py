@@ -453,11 +453,16 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         s = self._state
         if work is None:
             work = self._to_vector(s)
-            work[steady.CHECK_AT] = self._check_at()
+            check_at = work[steady.CHECK_AT] = self._check_at()
             history = _EMPTY_HISTORY
             if not s.decided:
-                history = np.empty(steady.HISTORY_CAPACITY, dtype=np.float32)
+                # the compiled update stops before the history reaches `check_at` cells;
+                # past MAX_HISTORY it may hold a capped gap more before dropping cells
                 cells = len(s.history) // 4
+                capacity = steady.HISTORY_CAPACITY
+                if 0 < check_at <= steady.MAX_HISTORY:
+                    capacity = max(check_at, cells + 1)
+                history = np.empty(capacity, dtype=np.float32)
                 history[:cells] = np.frombuffer(s.history, dtype="<f4")
         elif history.shape[0]:
             history = history.copy()
