@@ -268,6 +268,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         # they are recomputed whenever either changes (the interval does while it is
         # being estimated) and a restored detector goes on as the original does
         self._env_bins, self._env_interval, self._env_reach, self._env_keep = 0, 0.0, 0, 1.0
+        self._env_len = 0  # envelope bins of the state while the vector holds its lists
         consts = np.zeros(steady.CONSTS)
         for index, value in (
             (steady.SHIFT_RATE, p.shift_rate),
@@ -438,13 +439,29 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             new,
             s.day_bins,
             s.week_bins,
-            len(s.env_up),
+            self._env_count(),
             history,
             self._consts,
             out,
         )
-        self._work, self._history = new, history
+        self._history = history
+        self._keep_vector(new)
         return stop
+
+    def _env_count(self) -> int:
+        return self._env_len if self._work is not None else len(self._state.env_up)
+
+    def _keep_vector(self, work: np.ndarray) -> None:
+        """Make `work` the state. On the way from the struct, the struct drops what the
+        vector now holds (profiles, envelope, history: most of a series' memory) and
+        `state` brings it back when read."""
+        if self._work is None:
+            s = self._state
+            self._env_len = len(s.env_up)
+            self._state = msgspec.structs.replace(
+                s, daily=[], weekly=[], env_up=[], env_down=[], history=bytearray()
+            )
+        self._work = work
 
     def _working(self) -> tuple[np.ndarray, np.ndarray]:
         """The state vector and the history the compiled path starts from (the history
@@ -466,7 +483,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
                 history[:cells] = np.frombuffer(s.history, dtype="<f4")
         elif history.shape[0]:
             history = history.copy()
-        env_bins = len(s.env_up)
+        env_bins = self._env_count()
         if env_bins and (self._env_bins != env_bins or self._env_interval != s.interval):
             self._env_setup(env_bins)
         consts = self._consts
@@ -518,7 +535,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         work = self._work
         if work is not None:
             self._work = None  # the caller may change the struct: the vector is stale
-            self._state = _from_vector(self._state, work, self._history)
+            self._state = _from_vector(self._state, work, self._history, self._env_len)
         return self._state
 
     @state.setter
@@ -1158,24 +1175,26 @@ def _run_together(
     dst = np.empty_like(src)
     points = np.array([(bounds[j], bounds[j + 1]) for j in together], dtype=np.int64)
     dims = np.array(
-        [(d._state.day_bins, d._state.week_bins, len(d._state.env_up)) for d in chosen],
+        [(d._state.day_bins, d._state.week_bins, d._env_count()) for d in chosen],
         dtype=np.int64,
     )
     consts = np.array([d._consts for d in chosen])
     stops = np.zeros(len(chosen), dtype=np.int64)
     steady.run_many(times, values, points, src, dst, offsets, dims, consts, out, stops)
     for d, o, f in zip(chosen, offsets.tolist(), offsets[1:].tolist(), strict=False):
-        d._work = dst[o:f].copy()  # a view would keep every series' vector of the call
+        d._keep_vector(dst[o:f].copy())  # a view would keep every series' vector of the call
     return dict(zip(together, stops.tolist(), strict=True))
 
 
-def _from_vector(s: SeasonalState, work: np.ndarray, history: np.ndarray) -> SeasonalState:
-    """A new state struct: `s` with what the compiled update wrote into `work` and
-    `history`."""
+def _from_vector(
+    s: SeasonalState, work: np.ndarray, history: np.ndarray, env: int
+) -> SeasonalState:
+    """A new state struct: `s` with what the compiled update wrote into `work` (with
+    `env` envelope bins) and `history`."""
     v = work.tolist()
     tails = steady.SCALARS, steady.SCALARS + steady.TAILS, steady.SCALARS + 2 * steady.TAILS
     at = steady.SCALARS + 3 * steady.TAILS + 2 * steady.DELAY_SLOTS
-    day, week, env = s.day_bins, s.week_bins, len(s.env_up)
+    day, week = s.day_bins, s.week_bins
     fields: dict[str, Any] = {
         "n": int(v[steady.N]),
         "t_last": v[steady.T_LAST],

@@ -327,3 +327,22 @@ def test_series_updated_together_keep_state_of_their_own() -> None:
     SeasonalDetector.update_batches(detectors, [[t]] * 3, [[100.0]] * 3)
     works = [d._work for d in detectors]
     assert all(w is not None and w.flags.owndata for w in works)
+
+
+def test_the_struct_drops_what_the_vector_holds_and_gets_it_back() -> None:
+    """On the compiled path the state vector holds profiles and envelope; the struct
+    does not keep a second copy of them (most of a series' memory), and reading
+    `state` brings them back equal to the reference's."""
+    step = 300.0
+    ts = [i * step for i in range(288 * 5)]
+    rng = np.random.default_rng(2)
+    xs = [100.0 + 20.0 * math.sin(2 * math.pi * t / 86400) + float(rng.normal()) for t in ts]
+    batched = SeasonalDetector()
+    batched.update_many(ts, xs)
+    assert batched._work is not None
+    assert batched._state.env_up == [] and batched._state.daily == []
+    reference = SeasonalDetector()
+    per_point(reference, ts, xs)
+    assert len(batched.state.env_up) == len(reference.state.env_up) == 288
+    assert batched.state.daily == reference.state.daily
+    assert batched.to_bytes() == reference.to_bytes()
