@@ -449,6 +449,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         return stop
 
     def _env_count(self) -> int:
+        """Envelope bins of the state, whether the struct or the vector holds them."""
         return self._env_len if self._work is not None else len(self._state.env_up)
 
     def _keep_vector(self, work: np.ndarray) -> None:
