@@ -417,13 +417,8 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         interval (0: not asked for, or not learnable: fewer than four points a cycle, or
         two cycles longer than the history holds, as a week of points a minute apart)."""
         interval, period = self._state.interval, self.params.period
-
-        def learnable(cycle: float) -> int:
-            bins = cycle_bins(cycle, interval)
-            fits = MIN_POINTS_PER_CYCLE * interval <= cycle and 2 * bins <= MAX_HISTORY
-            return bins if fits else 0
-
-        return (learnable(DAY) if "1d" in period else 0, learnable(WEEK) if "1w" in period else 0)
+        day = _learnable_bins(DAY, interval, 2) if "1d" in period else 0
+        return day, _learnable_bins(WEEK, interval, 2) if "1w" in period else 0
 
     def _compiled(self, times: np.ndarray, values: np.ndarray, start: int, out: np.ndarray) -> int:
         """The compiled update from `start`, into a new state vector; returns where it
@@ -607,9 +602,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         dph, wph, expected, scale = self._model_at(t)
         residual = value - expected
         z = residual / scale
-        start = TAIL_START * scale
-        lower = expected - (start + self._point_excess(steady.POINT_DOWN, scale) * s.band_down)
-        upper = expected + (start + self._point_excess(steady.POINT_UP, scale) * s.band_up)
+        lower, upper = _band_edges(s, expected, scale)
 
         # the three surprises, each against its own tail (the point's and the shift's
         # on their side: a series whose spikes go up has not shown how it drops)
@@ -646,7 +639,7 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
             # a side's tail probability, doubled: as likely on either side
             excess = s.excess
             if a0 > TAIL_START:
-                e0 = self._point_excess(k0, scale)
+                e0 = _point_excess(s, k0, scale)
                 raw = (a0 - TAIL_START) * scale / (e0 * LN10) - _log10(2.0 * rate[k0])
                 best = 0
             if a1 > TAIL_START:
@@ -760,21 +753,20 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         lp = 0.0
         if a > TAIL_START:
             k = steady.POINT_UP if z > 0.0 else steady.POINT_DOWN
-            e = self._point_excess(k, scale)
+            e = _point_excess(s, k, scale)
             lp = (a - TAIL_START) * scale / (e * LN10) - math.log10(2.0 * rate[k])
             lp -= LOG10_COMPONENTS
         if s.open_for > 0 and lp < ESCALATION * s.peak:
             lp = 0.0
         score = _score(lp) if lp > 0.0 else 0.0
+        lower, upper = _band_edges(s, expected, scale)
         return Verdict(
             score,
             score >= self._threshold,
             value,
             expected,
-            expected
-            - (TAIL_START * scale + self._point_excess(steady.POINT_DOWN, scale) * s.band_down),
-            expected
-            + (TAIL_START * scale + self._point_excess(steady.POINT_UP, scale) * s.band_up),
+            lower,
+            upper,
             detail="late point, scored against the current model",
         )
 
@@ -814,14 +806,6 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         self._env_reach = round(ENVELOPE_JITTER / width)
         # each visit fades its phase by the share of a day's decay it stands for
         self._env_keep = ENVELOPE_DECAY ** (min(self._state.interval, width) / width)
-
-    def _point_excess(self, k: int, scale: float) -> float:
-        """A point tail's mean excess at this scale, in the data's units: the prior (in
-        robust sigmas, so it follows the scale) and what exceedances taught, by their
-        shares."""
-        s = self.state
-        prior = s.prior_up if k == steady.POINT_UP else s.prior_down
-        return prior * TAIL_PRIOR_EXCESS * scale + (1.0 - prior) * s.excess[k]
 
     def _rescale_point_tails(self, factor: float) -> None:
         """Multiply what the point tails learned in the data's units by `factor`, when
@@ -907,8 +891,9 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         wild = s.wild_res
         wild.append(residual)
         if len(wild) >= 2 * p.shift_after and min(wild) < 0.0 < max(wild):
-            center = median(np.asarray(wild))
-            deviation = np.abs(np.asarray(wild) - center)
+            residuals = np.asarray(wild)
+            center = median(residuals)
+            deviation = np.abs(residuals - center)
             s.level += center
             s.scale = max(
                 s.scale,
@@ -1014,14 +999,10 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
 
     def _candidates(self) -> tuple[int, int]:
         """Bins of a day and of a week at this sampling interval (0: not a candidate)."""
-        s = self.state
-        day = cycle_bins(DAY, s.interval) if MIN_POINTS_PER_CYCLE * s.interval <= DAY else 0
-        week = cycle_bins(WEEK, s.interval) if MIN_POINTS_PER_CYCLE * s.interval <= WEEK else 0
-        if MIN_CYCLES * day > MAX_HISTORY:
-            day = 0
-        if MIN_CYCLES * week > MAX_HISTORY:
-            week = 0
-        return day, week
+        interval = self.state.interval
+        return _learnable_bins(DAY, interval, MIN_CYCLES), _learnable_bins(
+            WEEK, interval, MIN_CYCLES
+        )
 
     def _values(self) -> np.ndarray:
         """The history as floats, gaps filled by linear interpolation."""
@@ -1134,6 +1115,30 @@ class SeasonalDetector(Detector[SeasonalParams, SeasonalState]):
         s.scale = scale * math.sqrt(k / (k - 1.0))
         if before > 0.0:
             self._rescale_point_tails(s.scale / before)
+
+
+def _point_excess(s: SeasonalState, k: int, scale: float) -> float:
+    """A point tail's mean excess at this scale, in the data's units: the prior (in
+    robust sigmas, so it follows the scale) and what exceedances taught, by their
+    shares."""
+    prior = s.prior_up if k == steady.POINT_UP else s.prior_down
+    return prior * TAIL_PRIOR_EXCESS * scale + (1.0 - prior) * s.excess[k]
+
+
+def _band_edges(s: SeasonalState, expected: float, scale: float) -> tuple[float, float]:
+    """The expected band: where a point alone would alarm, below and above."""
+    start = TAIL_START * scale
+    lower = expected - (start + _point_excess(s, steady.POINT_DOWN, scale) * s.band_down)
+    upper = expected + (start + _point_excess(s, steady.POINT_UP, scale) * s.band_up)
+    return lower, upper
+
+
+def _learnable_bins(cycle: float, interval: float, cycles: int) -> int:
+    """Bins of `cycle` at this sampling interval if it can be learned from `cycles` of
+    it in the history (and has four points at least), else 0."""
+    bins = cycle_bins(cycle, interval)
+    fits = MIN_POINTS_PER_CYCLE * interval <= cycle and cycles * bins <= MAX_HISTORY
+    return bins if fits else 0
 
 
 def _detail(z: float, expected: float, best: int, raw: float, seasonal: bool) -> str:
